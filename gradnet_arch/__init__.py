@@ -1,0 +1,22 @@
+"""GradNet image denoising as a BasicSR plugin.
+
+Importing this package registers into BasicSR's registries:
+    ARCH_REGISTRY: MSKResNet, GradNet        LOSS_REGISTRY: GradientConsistencyLoss
+    MODEL_REGISTRY: GradNetModel             DATASET_REGISTRY: GaussianNoiseDataset
+With the package installed, this happens automatically whenever `basicsr` is imported (gradnet_basicsr_autoload).
+"""
+try:
+    import basicsr  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError('gradnet-basicsr needs BasicSR. Install it with `pip install "gradnet-basicsr[basicsr]"` '
+                      '(BasicSR master with the torchvision fix) or install your own BasicSR checkout first.') from error
+
+from gradnet_arch.archs import GradNet, MSKResNet, Sobel  # noqa: E402
+from gradnet_arch.data import GaussianNoiseDataset  # noqa: E402
+from gradnet_arch.losses import GradientConsistencyLoss  # noqa: E402
+from gradnet_arch.models import GradNetModel  # noqa: E402
+from gradnet_arch.version import __version__  # noqa: E402
+
+__all__ = [
+    'GradNet', 'MSKResNet', 'Sobel', 'GradientConsistencyLoss', 'GradNetModel', 'GaussianNoiseDataset', '__version__'
+]

@@ -1,0 +1,163 @@
+"""Clean images + additive white Gaussian noise, the synthetic-noise setting of GradNet."""
+import os
+import random
+
+import cv2
+import numpy as np
+import torch
+from basicsr.data.transforms import augment
+from basicsr.utils import img2tensor
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data as data
+
+from gradnet_arch.registry import register
+
+IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+_OPTION_KEYS = {
+    # BasicSR's own bookkeeping keys, set by parse_options / the dataloader builder
+    'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio',
+    'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
+    # this dataset's options
+    'dataroot_gt', 'color', 'sigma', 'sigma_range', 'sigma_list', 'gt_size', 'use_hflip', 'use_rot', 'clip',
+    'noise_seed', 'recursive'
+}
+
+
+def list_images(folders, recursive=False):
+    """Sorted image paths under one or more folders; clear errors for missing or image-less folders."""
+    folders = [folders] if isinstance(folders, str) else list(folders)
+    paths = []
+    for folder in folders:
+        folder = os.path.expanduser(folder)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f'GaussianNoiseDataset: dataroot_gt folder not found: {folder}')
+        found = []
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
+            if not recursive:
+                break
+        if not found:
+            raise ValueError(f'GaussianNoiseDataset: no images ({", ".join(IMG_EXTENSIONS)}) in {folder}'
+                             f'{"" if recursive else " (set recursive: true to search sub-folders)"}.')
+        paths += found
+    return paths
+
+
+@register(DATASET_REGISTRY)
+class GaussianNoiseDataset(data.Dataset):
+    """Clean images with additive white Gaussian noise N(0, (sigma/255)^2) added in [0, 1].
+
+    Training: a random `gt_size` crop, BasicSR's flips/rotations, fresh noise each time (from the dataloader
+    worker's numpy generator, which BasicSR seeds per rank and worker). Validation/test (phase other than train):
+    whole images, and noise drawn from a generator seeded with `noise_seed` for every image (the field's "seed 0
+    per image" convention), so every run and every process sees exactly the same noisy image.
+
+    Args:
+        opt (dict): Config for the dataset. It contains:
+            dataroot_gt (str | list[str]): Folder(s) of clean images.
+            color (str): 'rgb' or 'gray'; the net's num_in_ch must be 3 or 1 to match. Default: 'rgb'.
+            sigma (float): Fixed noise level on the 0-255 scale (non-blind, as in the paper).
+            sigma_range (list[float]): [low, high]: sigma drawn uniformly per sample (blind training).
+            sigma_list (list[float]): sigma drawn from this list per sample. Exactly one of sigma, sigma_range and
+                sigma_list must be given; validation with a range or list uses a per-image draw from the seeded
+                generator.
+            gt_size (int): Training crop size (the paper uses 80). Required in training.
+            use_hflip (bool): Random horizontal flips in training. Default: True.
+            use_rot (bool): Random vertical flips and transposes in training. Default: True.
+            clip (bool): Clip the noisy image to [0, 1] (the paper does not). Default: False.
+            noise_seed (int): Seed of the validation noise. Default: 0.
+            recursive (bool): Also read images in sub-folders. Default: False.
+            io_backend (dict): {type: disk}. LMDB support comes with the data-preparation tools.
+            phase (str): 'train' or 'val'/'test', set by BasicSR.
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        unknown = sorted(set(opt) - _OPTION_KEYS)
+        if unknown:
+            raise ValueError(f'GaussianNoiseDataset {opt.get("name", "")!r}: unknown option(s) {unknown}. Valid: '
+                             f'{sorted(_OPTION_KEYS - {"name", "type", "phase", "scale"})}.')
+        self.opt = opt
+        backend = (opt.get('io_backend') or {'type': 'disk'}).get('type', 'disk')
+        if backend != 'disk':
+            raise ValueError(f'GaussianNoiseDataset: io_backend {backend!r} is not supported yet; use {{type: disk}} '
+                             f'with an image folder.')
+        self.color = opt.get('color', 'rgb')
+        if self.color not in ('rgb', 'gray'):
+            raise ValueError(f'GaussianNoiseDataset: color must be "rgb" or "gray", got {self.color!r}.')
+        self.is_train = opt.get('phase', 'train') == 'train'
+        self.sigma, self.sigma_range, self.sigma_list = self._parse_sigma(opt)
+        self.gt_size = opt.get('gt_size')
+        if self.is_train and not self.gt_size:
+            raise ValueError('GaussianNoiseDataset: training needs gt_size (the random crop size, e.g. 80).')
+        self.clip = bool(opt.get('clip', False))
+        self.noise_seed = int(opt.get('noise_seed', 0))
+        if 'dataroot_gt' not in opt:
+            raise ValueError('GaussianNoiseDataset: dataroot_gt (a folder of clean images) is required.')
+        self.paths = list_images(opt['dataroot_gt'], opt.get('recursive', False))
+
+    @staticmethod
+    def _parse_sigma(opt):
+        given = [key for key in ('sigma', 'sigma_range', 'sigma_list') if opt.get(key) is not None]
+        if len(given) != 1:
+            raise ValueError(f'GaussianNoiseDataset: give exactly one of sigma (fixed), sigma_range ([low, high]) or '
+                             f'sigma_list, on the 0-255 scale; got {given or "none"}.')
+        sigma, sigma_range, sigma_list = opt.get('sigma'), opt.get('sigma_range'), opt.get('sigma_list')
+        if sigma_range is not None:
+            if len(sigma_range) != 2 or not 0 <= float(sigma_range[0]) <= float(sigma_range[1]):
+                raise ValueError(f'GaussianNoiseDataset: sigma_range must be [low, high] with 0 <= low <= high, '
+                                 f'got {sigma_range}.')
+            sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
+        if sigma_list is not None:
+            sigma_list = [float(s) for s in sigma_list]
+            if not sigma_list or min(sigma_list) < 0:
+                raise ValueError(f'GaussianNoiseDataset: sigma_list must be non-empty and >= 0, got {sigma_list}.')
+        if sigma is not None and float(sigma) < 0:
+            raise ValueError(f'GaussianNoiseDataset: sigma must be >= 0, got {sigma}.')
+        return (None if sigma is None else float(sigma)), sigma_range, sigma_list
+
+    def _read(self, path):
+        flag = cv2.IMREAD_GRAYSCALE if self.color == 'gray' else cv2.IMREAD_COLOR
+        img = cv2.imread(path, flag | cv2.IMREAD_ANYDEPTH)
+        if img is None:
+            raise OSError(f'GaussianNoiseDataset: cannot read image {path} (missing, corrupt or not an image). '
+                          f'Remove or replace it.')
+        scale = 65535. if img.dtype == np.uint16 else 255.
+        img = img.astype(np.float32) / scale
+        return img[..., None] if img.ndim == 2 else img
+
+    def _draw_sigma(self, rng):
+        if self.sigma is not None:
+            return self.sigma
+        if self.sigma_range is not None:
+            return float(rng.uniform(*self.sigma_range))
+        return float(self.sigma_list[rng.randint(len(self.sigma_list))])
+
+    def __getitem__(self, index):
+        path = self.paths[index]
+        img_gt = self._read(path)
+        if self.is_train:
+            h, w = img_gt.shape[:2]
+            size = self.gt_size
+            if h < size or w < size:
+                raise ValueError(f'GaussianNoiseDataset: image {path} is {h}x{w}, smaller than gt_size {size}. '
+                                 f'Lower gt_size or remove the image.')
+            top, left = random.randint(0, h - size), random.randint(0, w - size)
+            img_gt = img_gt[top:top + size, left:left + size, ...]
+            img_gt = augment(img_gt, self.opt.get('use_hflip', True), self.opt.get('use_rot', True))
+            img_gt = np.ascontiguousarray(img_gt.reshape(img_gt.shape[0], img_gt.shape[1], -1))
+            rng = np.random  # seeded per rank and worker by BasicSR's worker_init_fn
+        else:
+            rng = np.random.RandomState(self.noise_seed)
+        sigma = self._draw_sigma(rng)
+        noise = rng.standard_normal(img_gt.shape).astype(np.float32) * np.float32(sigma / 255.)
+        img_lq = img_gt + noise
+        if self.clip:
+            img_lq = np.clip(img_lq, 0, 1)
+        # BasicSR's img2tensor: HWC (BGR for colour) -> CHW RGB float32
+        img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=self.color == 'rgb', float32=True)
+        return {'lq': img_lq, 'gt': img_gt, 'lq_path': path, 'gt_path': path, 'sigma': torch.tensor(sigma)}
+
+    def __len__(self):
+        return len(self.paths)

@@ -1,0 +1,183 @@
+"""GradNetModel: BasicSR's SRModel with GradNet's pixel + gradient-consistency objective."""
+import collections
+import difflib
+import os
+from collections import OrderedDict
+
+import torch
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from gradnet_arch.archs.predenoiser import load_into, load_state_dict
+from gradnet_arch.registry import register
+
+TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'gradient_opt',
+              'perceptual_opt')
+_COLOR_CHANNELS = {'rgb': 3, 'gray': 1}
+
+
+@register(MODEL_REGISTRY)
+class GradNetModel(SRModel):
+    """SRModel (EMA, schedulers, PSNR/SSIM validation, checkpoints with `params`/`params_ema`, resume states) whose
+    objective is `pixel_opt` + `gradient_opt` (GradNet's L = L_p + lambda * L_g), logged as `l_pix` and `l_grad`.
+
+    Works for any arch, so the stage-1 MSKResNet and the baselines train through the same model. For GradNet, the
+    frozen pre-denoiser is left out of the optimizer (silently: no per-parameter warnings), kept in eval mode, and
+    BatchNorm statistics are copied into the EMA net (BasicSR's EMA averages parameters only).
+
+    Options beyond SRModel's (in `train`):
+        gradient_opt (dict, optional): The gradient-consistency loss, e.g.
+            {type: GradientConsistencyLoss, loss_weight: 0.1, reduction: mean}.
+    """
+
+    def __init__(self, opt):
+        _check_train_options(opt)
+        _check_channels(opt)
+        super().__init__(opt)
+
+    def init_training_settings(self):
+        net = self.get_bare_model(self.net_g)
+        if getattr(net, 'gradient_source', None) == 'denoised' and net.predenoiser_path is None \
+                and not self.opt['path'].get('pretrain_network_g'):
+            raise ValueError('GradNet is being trained with gradient_source "denoised" but its pre-denoiser has no '
+                             'weights: set network_g.predenoiser.pretrained to the stage-1 checkpoint (e.g. '
+                             'experiments/<stage1 name>/models/net_g_latest.pth), or pretrain_network_g to a full '
+                             'GradNet checkpoint.')
+        super().init_training_settings()
+        train_opt = self.opt['train']
+        self.cri_grad = build_loss(train_opt['gradient_opt']).to(self.device) if train_opt.get('gradient_opt') else None
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        params = [p for name, p in self.get_bare_model(self.net_g).named_parameters()
+                  if p.requires_grad and not name.startswith('predenoiser.')]
+        frozen = sum(p.numel() for name, p in self.get_bare_model(self.net_g).named_parameters()
+                     if not p.requires_grad or name.startswith('predenoiser.'))
+        if frozen:
+            get_root_logger().info(f'Frozen (not optimized): {frozen:,d} parameters (the pre-denoiser).')
+        optim_opt = dict(train_opt['optim_g'])
+        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), params, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+
+    def model_to_device(self, net):
+        """As BasicSR's, but DDP also works on CPU (gloo): device_ids only for CUDA."""
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(
+                net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    def model_ema(self, decay=0.999):
+        super().model_ema(decay)
+        # BatchNorm running statistics are buffers, which BasicSR's EMA skips: without this the EMA net would
+        # validate with its initial statistics.
+        net_g = self.get_bare_model(self.net_g)
+        ema_buffers = dict(self.net_g_ema.named_buffers())
+        for name, buf in net_g.named_buffers():
+            if name in ema_buffers:
+                ema_buffers[name].data.copy_(buf.data)
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad()
+        self.output = self.net_g(self.lq)
+
+        l_total = 0
+        loss_dict = OrderedDict()
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict['l_pix'] = l_pix
+        if self.cri_grad:
+            l_grad = self.cri_grad(self.output, self.gt)
+            l_total += l_grad
+            loss_dict['l_grad'] = l_grad
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for key, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    l_total += value
+                    loss_dict[key] = value
+        loss_dict['l_total'] = l_total
+
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        """BasicSR's load_network with safe loading and errors that name the file, the keys and the shapes."""
+        net = self.get_bare_model(net)
+        state = load_state_dict(load_path, param_key, what='network')
+        if not strict:  # BasicSR's behaviour: keys of another size are ignored
+            own = net.state_dict()
+            state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
+        load_into(net, state, load_path, strict=strict, what='network')
+        get_root_logger().info(f'Loaded {type(net).__name__} from {load_path} [{param_key}].')
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """Save the resume state atomically, in a form torch's safe loader (weights_only=True) accepts.
+
+        MultiStepRestartLR keeps its milestones in a `collections.Counter`, which the safe unpickler refuses; it is
+        stored as a plain dict and turned back into a Counter by `resume_training`. This also makes upstream's own
+        `basicsr/train.py --auto_resume` (which loads with torch's default, safe, loader) work for GradNet runs.
+        """
+        if current_iter == -1:
+            return
+        state = {
+            'epoch': epoch,
+            'iter': current_iter,
+            'optimizers': [o.state_dict() for o in self.optimizers],
+            'schedulers': [_plain_scheduler_state(s.state_dict()) for s in self.schedulers],
+        }
+        save_path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
+        tmp_path = f'{save_path}.tmp'
+        torch.save(state, tmp_path)
+        os.replace(tmp_path, save_path)  # a kill mid-write never leaves a truncated .state for auto-resume
+
+    def resume_training(self, resume_state):
+        for state in resume_state['schedulers']:
+            if isinstance(state.get('milestones'), dict):
+                state['milestones'] = collections.Counter(state['milestones'])
+        super().resume_training(resume_state)
+
+
+def _plain_scheduler_state(state):
+    state = dict(state)
+    if isinstance(state.get('milestones'), collections.Counter):
+        state['milestones'] = dict(state['milestones'])
+    return state
+
+
+def _check_train_options(opt):
+    train = opt.get('train') if opt.get('is_train') else None
+    if not train:
+        return
+    unknown = [k for k in train if k not in TRAIN_KEYS]
+    if unknown:
+        hints = [f'{k!r}' + (f' (did you mean {m[0]!r}?)' if (m := difflib.get_close_matches(k, TRAIN_KEYS, 1)) else '')
+                 for k in unknown]
+        raise ValueError(f'GradNetModel: unknown key(s) in `train`: {", ".join(hints)}. Valid: {", ".join(TRAIN_KEYS)}.')
+    if not train.get('pixel_opt') and not train.get('gradient_opt') and not train.get('perceptual_opt'):
+        raise ValueError('GradNetModel: `train` needs at least one of pixel_opt, gradient_opt, perceptual_opt.')
+
+
+def _check_channels(opt):
+    """Stop before any work when a dataset's colour mode cannot feed the network."""
+    net_ch = opt.get('network_g', {}).get('num_in_ch')
+    if net_ch is None:
+        return
+    for phase, dataset in opt.get('datasets', {}).items():
+        data_ch = _COLOR_CHANNELS.get(dataset.get('color'))
+        if data_ch is not None and data_ch != net_ch:
+            raise ValueError(f'datasets.{phase} ({dataset.get("name")}) gives {dataset["color"]} images '
+                             f'({data_ch} channel{"s" if data_ch > 1 else ""}) but network_g has num_in_ch={net_ch}. '
+                             f'Set color: {"gray" if net_ch == 1 else "rgb"} or num_in_ch: {data_ch}.')

@@ -1,0 +1,51 @@
+"""Registration into BasicSR's registries that tolerates the plugin being imported twice."""
+import difflib
+import inspect
+
+_MARK = '_gradnet_basicsr_registered'
+
+
+def register(registry):
+    """Class decorator: register into a BasicSR registry exactly once.
+
+    BasicSR's registries assert on a second registration of a name. The plugin can legitimately be executed twice
+    (the autoload hook plus an explicit import under another module path, or `importlib.reload`), so a second
+    registration of *our own* class of that name is skipped. A *foreign* class of that name is a real conflict
+    and gets a clear error.
+
+    Args:
+        registry (basicsr.utils.registry.Registry): ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY, ...
+    """
+
+    def deco(cls):
+        name = cls.__name__
+        setattr(cls, _MARK, True)
+        if name in registry:
+            existing = registry.get(name)
+            if getattr(existing, _MARK, False):
+                return cls
+            raise RuntimeError(f'gradnet-basicsr cannot register {name!r} in BasicSR\'s {registry._name} registry: '
+                               f'{existing.__module__}.{existing.__qualname__} already uses that name. '
+                               f'Remove or rename the other registration.')
+        registry.register(cls)
+        return cls
+
+    return deco
+
+
+def reject_unknown_options(owner, unknown, signature_of):
+    """Raise a clear error for option keys a constructor does not take, with close matches.
+
+    Args:
+        owner (str): What the options are for, e.g. "network_g (type: GradNet)".
+        unknown (dict): The unexpected keyword arguments.
+        signature_of (callable): The callable whose named parameters are the valid keys.
+    """
+    if not unknown:
+        return
+    valid = [p for p in inspect.signature(signature_of).parameters if p not in ('self', 'kwargs', 'unknown')]
+    lines = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1)
+        lines.append(f'  {key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
+    raise TypeError(f'Unknown option(s) for {owner}:\n' + '\n'.join(lines) + f'\nValid options: {", ".join(valid)}.')
