@@ -1,0 +1,76 @@
+"""Small, scoped fixes that let BasicSR's own train/test pipelines run on CPU machines.
+
+They are applied only inside `gradnet_arch.train` / `gradnet_arch.test` (never at import time), by swapping two
+module attributes of BasicSR for the duration of the run:
+
+- `basicsr.train.load_resume_state` maps the resume state to `torch.cuda.current_device()`, which fails without
+  CUDA, and finds auto-resume states under `./experiments` even when `path.experiments_root` says otherwise.
+- `basicsr.utils.options.init_dist` always initialises NCCL and calls `torch.cuda.set_device`; without CUDA the
+  process group is created with gloo instead.
+"""
+import collections
+import contextlib
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def load_resume_state(opt):
+    """BasicSR's load_resume_state, device-agnostic and with torch's safe loader."""
+    from basicsr.utils import check_resume, scandir
+
+    resume_state_path = None
+    if opt['auto_resume']:
+        state_path = opt['path'].get('training_states') or os.path.join('experiments', opt['name'], 'training_states')
+        if os.path.isdir(state_path):
+            states = [float(v.split('.state')[0]) for v in scandir(state_path, suffix='state', recursive=False)]
+            if states:
+                resume_state_path = os.path.join(state_path, f'{max(states):.0f}.state')
+                opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+    if resume_state_path is None:
+        return None
+    if not os.path.isfile(resume_state_path):
+        raise FileNotFoundError(f'Resume state not found: {resume_state_path}. Fix path.resume_state or remove it.')
+    device = f'cuda:{torch.cuda.current_device()}' if opt['num_gpu'] != 0 and torch.cuda.is_available() else 'cpu'
+    # States written by upstream's SRModel keep MultiStepRestartLR milestones as a Counter: allow exactly that type.
+    with torch.serialization.safe_globals([collections.Counter]):
+        try:
+            resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
+        except Exception as error:
+            raise RuntimeError(f'Cannot read resume state {resume_state_path}: {type(error).__name__}: {error}. The '
+                               f'file is corrupt or truncated; delete it to resume from the previous one.') from error
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def init_dist(launcher, backend='nccl', **kwargs):
+    """BasicSR's init_dist on CUDA machines; gloo on machines without CUDA."""
+    from basicsr.utils import dist_util
+
+    if torch.cuda.is_available():
+        return dist_util.init_dist(launcher, backend, **kwargs)
+    if launcher == 'slurm':  # let BasicSR derive the env (RANK, MASTER_ADDR...) but never touch CUDA
+        raise RuntimeError('--launcher slurm needs CUDA devices; use torchrun with --launcher pytorch on CPU.')
+    if launcher != 'pytorch':
+        raise ValueError(f'Invalid launcher type: {launcher}')
+    if 'RANK' not in os.environ:
+        raise RuntimeError('--launcher pytorch expects the environment set by torchrun (RANK, WORLD_SIZE, ...). '
+                           'Start with: torchrun --nproc_per_node=N -m gradnet_arch.train -opt X.yml --launcher pytorch')
+    dist.init_process_group(backend='gloo', **kwargs)
+
+
+@contextlib.contextmanager
+def cpu_friendly_pipelines():
+    """Swap the two BasicSR functions above in, restoring the originals afterwards."""
+    import basicsr.train
+    import basicsr.utils.options
+
+    saved = basicsr.train.load_resume_state, basicsr.utils.options.init_dist
+    basicsr.train.load_resume_state, basicsr.utils.options.init_dist = load_resume_state, init_dist
+    try:
+        yield
+    finally:
+        basicsr.train.load_resume_state, basicsr.utils.options.init_dist = saved
