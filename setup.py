@@ -9,10 +9,10 @@ BasicSR's unmodified `basicsr/train.py` and `basicsr/test.py` find everything th
 A `.pth` shipped through `build_py` reaches regular wheels but not PEP 660 editable ones, so `editable_wheel` is
 extended to write the same file into the editable wheel.
 """
-import os
-
 from setuptools import setup
 from setuptools.command.build_py import build_py
+
+import os
 
 PTH_NAME = 'gradnet_basicsr_autoload.pth'
 # One line, executed by site.py: look the module up first so a stale .pth (package removed) stays silent.
@@ -89,9 +89,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.8',
-    packages=[
-        'gradnet_arch', 'gradnet_arch.archs', 'gradnet_arch.data', 'gradnet_arch.models', 'gradnet_arch.losses'
-    ],
+    packages=['gradnet_arch', 'gradnet_arch.archs', 'gradnet_arch.data', 'gradnet_arch.models', 'gradnet_arch.losses'],
     # The repository keeps the losses at the top level (`losses/`); installed, they live inside the package so
     # no generic top-level `losses` module ever lands in site-packages.
     package_dir={'gradnet_arch.losses': 'losses'},

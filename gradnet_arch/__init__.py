@@ -8,8 +8,9 @@ With the package installed, this happens automatically whenever `basicsr` is imp
 try:
     import basicsr  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError('gradnet-basicsr needs BasicSR. Install it with `pip install "gradnet-basicsr[basicsr]"` '
-                      '(BasicSR master with the torchvision fix) or install your own BasicSR checkout first.') from error
+    raise ImportError(
+        'gradnet-basicsr needs BasicSR. Install it with `pip install "gradnet-basicsr[basicsr]"` '
+        '(BasicSR master with the torchvision fix) or install your own BasicSR checkout first.') from error
 
 from gradnet_arch.archs import GradNet, MSKResNet, Sobel  # noqa: E402
 from gradnet_arch.data import GaussianNoiseDataset  # noqa: E402

@@ -11,9 +11,10 @@ module attributes of BasicSR for the duration of the run:
 import collections
 import contextlib
 import os
-
 import torch
 import torch.distributed as dist
+
+from gradnet_arch.errors import BadFileError, MissingFileError, OptionError
 
 
 def load_resume_state(opt):
@@ -33,14 +34,14 @@ def load_resume_state(opt):
     if resume_state_path is None:
         return None
     if not os.path.isfile(resume_state_path):
-        raise FileNotFoundError(f'Resume state not found: {resume_state_path}. Fix path.resume_state or remove it.')
+        raise MissingFileError(f'Resume state not found: {resume_state_path}. Fix path.resume_state or remove it.')
     device = f'cuda:{torch.cuda.current_device()}' if opt['num_gpu'] != 0 and torch.cuda.is_available() else 'cpu'
     # States written by upstream's SRModel keep MultiStepRestartLR milestones as a Counter: allow exactly that type.
     with torch.serialization.safe_globals([collections.Counter]):
         try:
             resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
         except Exception as error:
-            raise RuntimeError(f'Cannot read resume state {resume_state_path}: {type(error).__name__}: {error}. The '
+            raise BadFileError(f'Cannot read resume state {resume_state_path}: {type(error).__name__}: {error}. The '
                                f'file is corrupt or truncated; delete it to resume from the previous one.') from error
     check_resume(opt, resume_state['iter'])
     return resume_state
@@ -53,12 +54,12 @@ def init_dist(launcher, backend='nccl', **kwargs):
     if torch.cuda.is_available():
         return dist_util.init_dist(launcher, backend, **kwargs)
     if launcher == 'slurm':  # let BasicSR derive the env (RANK, MASTER_ADDR...) but never touch CUDA
-        raise RuntimeError('--launcher slurm needs CUDA devices; use torchrun with --launcher pytorch on CPU.')
+        raise OptionError('--launcher slurm needs CUDA devices; use torchrun with --launcher pytorch on CPU.')
     if launcher != 'pytorch':
-        raise ValueError(f'Invalid launcher type: {launcher}')
+        raise OptionError(f'Invalid launcher type: {launcher}')
     if 'RANK' not in os.environ:
-        raise RuntimeError('--launcher pytorch expects the environment set by torchrun (RANK, WORLD_SIZE, ...). '
-                           'Start with: torchrun --nproc_per_node=N -m gradnet_arch.train -opt X.yml --launcher pytorch')
+        raise OptionError('--launcher pytorch expects the environment set by torchrun (RANK, WORLD_SIZE, ...). '
+                          'Start with: torchrun --nproc_per_node=N -m gradnet_arch.train -opt X.yml --launcher pytorch')
     dist.init_process_group(backend='gloo', **kwargs)
 
 

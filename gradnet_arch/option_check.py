@@ -3,16 +3,11 @@ import argparse
 import difflib
 import os
 
+from gradnet_arch.errors import MissingFileError, OptionError
+
 KNOWN_TOP_LEVEL = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train',
                    'val', 'logger', 'dist_params', 'find_unused_parameters')
 REQUIRED = ('name', 'model_type', 'num_gpu', 'datasets', 'network_g', 'path')
-
-
-class OptionError(SystemExit):
-    """Raised for an unusable option file; exits with status 2 and the message, without a traceback."""
-
-    def __init__(self, message):
-        super().__init__(f'Option error: {message}')
 
 
 def _suggest(key, choices):
@@ -71,7 +66,7 @@ def check_option_file(argv):
     if args.opt is None:
         return  # BasicSR's own parser reports the missing flag
     if not os.path.isfile(args.opt):
-        raise OptionError(f'option file not found: {args.opt}')
+        raise MissingFileError(f'option file not found: {args.opt}')
     try:
         opt = yaml_load(args.opt)
     except Exception as error:

@@ -2,6 +2,8 @@
 import difflib
 import inspect
 
+from gradnet_arch.errors import UnknownOptionError
+
 _MARK = '_gradnet_basicsr_registered'
 
 
@@ -48,4 +50,5 @@ def reject_unknown_options(owner, unknown, signature_of):
     for key in unknown:
         close = difflib.get_close_matches(key, valid, n=1)
         lines.append(f'  {key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
-    raise TypeError(f'Unknown option(s) for {owner}:\n' + '\n'.join(lines) + f'\nValid options: {", ".join(valid)}.')
+    raise UnknownOptionError(f'Unknown option(s) for {owner}:\n' + '\n'.join(lines) +
+                             f'\nValid options: {", ".join(valid)}.')

@@ -4,6 +4,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from gradnet_arch.archs.sobel import Sobel
+from gradnet_arch.errors import DataError, OptionError
 from gradnet_arch.registry import register
 
 _REDUCTIONS = ('none', 'mean', 'sum')
@@ -26,8 +27,8 @@ class GradientConsistencyLoss(nn.Module):
     def __init__(self, loss_weight=1.0, reduction='mean'):
         super().__init__()
         if reduction not in _REDUCTIONS:
-            raise ValueError(f'GradientConsistencyLoss: unsupported reduction {reduction!r}; '
-                             f'use one of {", ".join(_REDUCTIONS)}.')
+            raise OptionError(f'GradientConsistencyLoss: unsupported reduction {reduction!r}; '
+                              f'use one of {", ".join(_REDUCTIONS)}.')
         self.loss_weight = loss_weight
         self.reduction = reduction
         self.sobel = Sobel()
@@ -43,8 +44,8 @@ class GradientConsistencyLoss(nn.Module):
             Tensor: Scalar for 'mean'/'sum'; (N, C, H, W) for 'none'.
         """
         if pred.shape != target.shape:
-            raise ValueError(f'GradientConsistencyLoss: pred {tuple(pred.shape)} and target {tuple(target.shape)} '
-                             f'must have the same shape.')
+            raise DataError(f'GradientConsistencyLoss: pred {tuple(pred.shape)} and target {tuple(target.shape)} '
+                            f'must have the same shape.')
         pred_h, pred_v = self.sobel.responses(pred)
         target_h, target_v = self.sobel.responses(target)
         loss = (pred_h - target_h).abs() + (pred_v - target_v).abs()

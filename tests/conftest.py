@@ -1,11 +1,10 @@
 """Shared fixtures: tiny synthetic image folders and option dicts that run BasicSR's real loops in seconds."""
-import os
-import subprocess
-import sys
-
 import cv2
 import numpy as np
+import os
 import pytest
+import subprocess
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
@@ -55,5 +54,5 @@ def run_python(args, cwd, env=None, timeout=900):
     """Run `python args...` in a subprocess (a real, separate interpreter); returns the CompletedProcess."""
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
     full_env.update(env or {})
-    return subprocess.run([sys.executable] + list(args), cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable] + list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

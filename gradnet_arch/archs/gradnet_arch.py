@@ -6,6 +6,7 @@ from torch import nn
 from gradnet_arch.archs.mskresnet_arch import MSKBody, check_input_channels
 from gradnet_arch.archs.predenoiser import build_predenoiser
 from gradnet_arch.archs.sobel import Sobel
+from gradnet_arch.errors import OptionError
 from gradnet_arch.registry import register, reject_unknown_options
 
 GRADIENT_SOURCES = ('denoised', 'noisy', 'none')
@@ -56,12 +57,12 @@ class GradNet(nn.Module):
         super().__init__()
         reject_unknown_options('GradNet', unknown, GradNet.__init__)
         if num_in_ch not in (1, 3):
-            raise ValueError(f'GradNet: num_in_ch must be 1 (grey) or 3 (colour), got {num_in_ch}.')
+            raise OptionError(f'GradNet: num_in_ch must be 1 (grey) or 3 (colour), got {num_in_ch}.')
         if gradient_source not in GRADIENT_SOURCES:
-            raise ValueError(f'GradNet: gradient_source must be one of {GRADIENT_SOURCES}, got {gradient_source!r}.')
+            raise OptionError(f'GradNet: gradient_source must be one of {GRADIENT_SOURCES}, got {gradient_source!r}.')
         fusion = str(fusion).upper()
         if fusion not in FUSIONS:
-            raise ValueError(f'GradNet: fusion must be one of {FUSIONS} (the paper\'s positions), got {fusion!r}.')
+            raise OptionError(f'GradNet: fusion must be one of {FUSIONS} (the paper\'s positions), got {fusion!r}.')
         self.num_in_ch = num_in_ch
         self.global_residual = global_residual
         self.gradient_source = gradient_source
@@ -83,14 +84,14 @@ class GradNet(nn.Module):
         self.predenoiser_path = None
         if gradient_source == 'denoised':
             if predenoiser is None:
-                raise ValueError('GradNet: gradient_source "denoised" needs a `predenoiser` option dict, e.g. '
-                                 '{type: MSKResNet, num_in_ch: 3, pretrained: <stage-1 net_g_latest.pth>}. Use '
-                                 'gradient_source: noisy or none for the ablations without one.')
+                raise OptionError('GradNet: gradient_source "denoised" needs a `predenoiser` option dict, e.g. '
+                                  '{type: MSKResNet, num_in_ch: 3, pretrained: <stage-1 net_g_latest.pth>}. Use '
+                                  'gradient_source: noisy or none for the ablations without one.')
             # Registered as a submodule so one GradNet checkpoint restores both stages.
             self.predenoiser, self.predenoiser_path = build_predenoiser(predenoiser, num_in_ch)
         elif predenoiser is not None:
-            raise ValueError(f'GradNet: a predenoiser is given but gradient_source is {gradient_source!r}; it would '
-                             f'never run. Remove it or set gradient_source: denoised.')
+            raise OptionError(f'GradNet: a predenoiser is given but gradient_source is {gradient_source!r}; it would '
+                              f'never run. Remove it or set gradient_source: denoised.')
 
     def train(self, mode=True):
         """Switch modes but keep the frozen pre-denoiser in eval (its BatchNorm statistics never move)."""
@@ -112,8 +113,8 @@ class GradNet(nn.Module):
         if self.gradient_source == 'denoised':
             source = self.predenoiser(x)
             if source.shape != x.shape:
-                raise ValueError(f'GradNet: the pre-denoiser returned shape {tuple(source.shape)} for input '
-                                 f'{tuple(x.shape)}; it must return an image of the input\'s shape.')
+                raise OptionError(f'GradNet: the pre-denoiser returned shape {tuple(source.shape)} for input '
+                                  f'{tuple(x.shape)}; it must return an image of the input\'s shape.')
         return self.sobel(source)
 
     def forward(self, x):

@@ -3,6 +3,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from gradnet_arch.errors import DataError, OptionError
 from gradnet_arch.registry import register, reject_unknown_options
 
 
@@ -117,8 +118,8 @@ class MSKResNet(nn.Module):
         reject_unknown_options('MSKResNet', unknown, MSKResNet.__init__)
         num_out_ch = num_in_ch if num_out_ch is None else num_out_ch
         if global_residual and num_out_ch != num_in_ch:
-            raise ValueError(f'MSKResNet: global_residual needs num_out_ch == num_in_ch, got {num_in_ch} -> '
-                             f'{num_out_ch}. Set global_residual: false or make the channel counts equal.')
+            raise OptionError(f'MSKResNet: global_residual needs num_out_ch == num_in_ch, got {num_in_ch} -> '
+                              f'{num_out_ch}. Set global_residual: false or make the channel counts equal.')
         self.num_in_ch = num_in_ch
         self.global_residual = global_residual
         self.head = nn.Sequential(nn.Conv2d(num_in_ch, num_feat, 3, 1, 1, bias=False), nn.ReLU(inplace=True))
@@ -134,6 +135,6 @@ class MSKResNet(nn.Module):
 def check_input_channels(net, x):
     """Clear error for a batch whose channel count does not match the net (grey data into a colour net...)."""
     if x.dim() != 4 or x.shape[1] != net.num_in_ch:
-        raise ValueError(f'{type(net).__name__} was built for {net.num_in_ch}-channel images (num_in_ch) but got '
-                         f'input of shape {tuple(x.shape)}. Make the dataset\'s colour mode and the network\'s '
-                         f'num_in_ch agree (1 = grey, 3 = colour).')
+        raise DataError(f'{type(net).__name__} was built for {net.num_in_ch}-channel images (num_in_ch) but got '
+                        f'input of shape {tuple(x.shape)}. Make the dataset\'s colour mode and the network\'s '
+                        f'num_in_ch agree (1 = grey, 3 = colour).')

@@ -1,8 +1,9 @@
 """Building and loading GradNet's frozen naive denoise block (stage 1) from an option dict."""
 import copy
 import os
-
 import torch
+
+from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError
 
 # Keys of the `predenoiser` option dict that are not arch options.
 LOAD_KEYS = ('pretrained', 'param_key', 'strict')
@@ -29,19 +30,19 @@ def build_predenoiser(opt, num_in_ch):
     from basicsr.utils.registry import ARCH_REGISTRY
 
     if not isinstance(opt, dict) or 'type' not in opt:
-        raise ValueError('GradNet: `predenoiser` must be an option dict with a `type` naming a registered arch, e.g. '
-                         '{type: MSKResNet, num_in_ch: 3, pretrained: experiments/<stage1>/models/net_g_latest.pth}.')
+        raise OptionError('GradNet: `predenoiser` must be an option dict with a `type` naming a registered arch, e.g. '
+                          '{type: MSKResNet, num_in_ch: 3, pretrained: experiments/<stage1>/models/net_g_latest.pth}.')
     opt = copy.deepcopy(dict(opt))
     load = {key: opt.pop(key, None) for key in LOAD_KEYS}
     if opt['type'] == 'GradNet':
-        raise ValueError('GradNet: the pre-denoiser cannot itself be a GradNet. Use its stage-1 arch (MSKResNet).')
+        raise OptionError('GradNet: the pre-denoiser cannot itself be a GradNet. Use its stage-1 arch (MSKResNet).')
     if opt['type'] not in ARCH_REGISTRY:
-        raise ValueError(f'GradNet: predenoiser type {opt["type"]!r} is not a registered arch. '
-                         f'Registered: {", ".join(sorted(name for name, _ in ARCH_REGISTRY))}.')
+        raise OptionError(f'GradNet: predenoiser type {opt["type"]!r} is not a registered arch. '
+                          f'Registered: {", ".join(sorted(name for name, _ in ARCH_REGISTRY))}.')
     for key in ('num_in_ch', 'in_channels', 'in_nc', 'num_out_ch', 'out_channels', 'out_nc'):
         if key in opt and opt[key] is not None and opt[key] != num_in_ch:
-            raise ValueError(f'GradNet: predenoiser {key}={opt[key]} but GradNet has num_in_ch={num_in_ch}. '
-                             f'The pre-denoiser must map {num_in_ch}-channel images to {num_in_ch} channels.')
+            raise OptionError(f'GradNet: predenoiser {key}={opt[key]} but GradNet has num_in_ch={num_in_ch}. '
+                              f'The pre-denoiser must map {num_in_ch}-channel images to {num_in_ch} channels.')
     net = build_network(opt)
     path = load['pretrained']
     if path is not None:
@@ -65,25 +66,25 @@ def load_state_dict(path, param_key=None, what='checkpoint'):
     """
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f'{what} checkpoint not found: {path}. Train stage 1 first (its models/ folder holds '
-                                f'net_g_latest.pth) or fix the path.')
+        raise MissingFileError(f'{what} checkpoint not found: {path}. Train stage 1 first (its models/ folder holds '
+                               f'net_g_latest.pth) or fix the path.')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:
-        raise RuntimeError(f'Cannot read {what} checkpoint {path}: {type(error).__name__}: {error}. The file is '
+        raise BadFileError(f'Cannot read {what} checkpoint {path}: {type(error).__name__}: {error}. The file is '
                            f'corrupt, truncated or not a PyTorch checkpoint.') from error
     if not isinstance(ckpt, dict):
-        raise ValueError(f'{what} checkpoint {path} holds a {type(ckpt).__name__}, not a state dict.')
+        raise BadFileError(f'{what} checkpoint {path} holds a {type(ckpt).__name__}, not a state dict.')
     if param_key is None:
         param_key = next((k for k in ('params_ema', 'params') if k in ckpt), None)
     if param_key is not None:
         if param_key not in ckpt:
-            raise KeyError(f'{what} checkpoint {path} has no key {param_key!r}; its top-level keys are '
-                           f'{sorted(ckpt)}. Set param_key to one of them.')
+            raise CheckpointKeyError(f'{what} checkpoint {path} has no key {param_key!r}; its top-level keys are '
+                                     f'{sorted(ckpt)}. Set param_key to one of them.')
         ckpt = ckpt[param_key]
     if not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise ValueError(f'{what} checkpoint {path} (key {param_key!r}) is not a state dict of tensors; top-level '
-                         f'keys: {sorted(ckpt)[:10]}.')
+        raise BadFileError(f'{what} checkpoint {path} (key {param_key!r}) is not a state dict of tensors; top-level '
+                           f'keys: {sorted(ckpt)[:10]}.')
     return {k[7:] if k.startswith('module.') else k: v for k, v in ckpt.items()}
 
 
@@ -92,8 +93,10 @@ def load_into(net, state, path, strict=True, what='checkpoint'):
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs net {tuple(own[k].shape)}'
-              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    shapes = [
+        f'{k}: checkpoint {tuple(state[k].shape)} vs net {tuple(own[k].shape)}' for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
     if shapes or (strict and (missing or unexpected)):
         details = []
         if missing:
@@ -102,7 +105,8 @@ def load_into(net, state, path, strict=True, what='checkpoint'):
             details.append(f'not in the net ({len(unexpected)}): {", ".join(unexpected[:8])}')
         if shapes:
             details.append(f'shape mismatches ({len(shapes)}): {"; ".join(shapes[:4])}')
-        raise ValueError(f'{what} checkpoint {path} does not match {type(net).__name__}:\n  ' + '\n  '.join(details) +
-                         '\nCheck that the arch options (num_in_ch, num_feat, num_modules, batch_norm, reduction, ...) '
-                         'are the ones the checkpoint was trained with.')
+        raise OptionError(
+            f'{what} checkpoint {path} does not match {type(net).__name__}:\n  ' + '\n  '.join(details) +
+            '\nCheck that the arch options (num_in_ch, num_feat, num_modules, batch_norm, reduction, ...) '
+            'are the ones the checkpoint was trained with.')
     net.load_state_dict(state, strict=strict)

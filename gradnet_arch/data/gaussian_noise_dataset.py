@@ -1,26 +1,24 @@
 """Clean images + additive white Gaussian noise, the synthetic-noise setting of GradNet."""
-import os
-import random
-
 import cv2
 import numpy as np
+import os
+import random
 import torch
 from basicsr.data.transforms import augment
 from basicsr.utils import img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
+from gradnet_arch.errors import DataError, ImageReadError, MissingFileError, OptionError
 from gradnet_arch.registry import register
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
-_OPTION_KEYS = {
-    # BasicSR's own bookkeeping keys, set by parse_options / the dataloader builder
-    'name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu', 'dataset_enlarge_ratio',
-    'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue',
-    # this dataset's options
-    'dataroot_gt', 'color', 'sigma', 'sigma_range', 'sigma_list', 'gt_size', 'use_hflip', 'use_rot', 'clip',
-    'noise_seed', 'recursive'
-}
+# Keys BasicSR's parse_options / dataloader builder read or add, then this dataset's own options.
+_BASICSR_KEYS = ('name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
+                 'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue')
+_OWN_KEYS = ('dataroot_gt', 'color', 'sigma', 'sigma_range', 'sigma_list', 'gt_size', 'use_hflip', 'use_rot', 'clip',
+             'noise_seed', 'recursive')
+_OPTION_KEYS = frozenset(_BASICSR_KEYS + _OWN_KEYS)
 
 
 def list_images(folders, recursive=False):
@@ -30,7 +28,7 @@ def list_images(folders, recursive=False):
     for folder in folders:
         folder = os.path.expanduser(folder)
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f'GaussianNoiseDataset: dataroot_gt folder not found: {folder}')
+            raise MissingFileError(f'GaussianNoiseDataset: dataroot_gt folder not found: {folder}')
         found = []
         for root, dirs, files in os.walk(folder):
             dirs.sort()
@@ -38,8 +36,8 @@ def list_images(folders, recursive=False):
             if not recursive:
                 break
         if not found:
-            raise ValueError(f'GaussianNoiseDataset: no images ({", ".join(IMG_EXTENSIONS)}) in {folder}'
-                             f'{"" if recursive else " (set recursive: true to search sub-folders)"}.')
+            raise DataError(f'GaussianNoiseDataset: no images ({", ".join(IMG_EXTENSIONS)}) in {folder}'
+                            f'{"" if recursive else " (set recursive: true to search sub-folders)"}.')
         paths += found
     return paths
 
@@ -76,53 +74,53 @@ class GaussianNoiseDataset(data.Dataset):
         super().__init__()
         unknown = sorted(set(opt) - _OPTION_KEYS)
         if unknown:
-            raise ValueError(f'GaussianNoiseDataset {opt.get("name", "")!r}: unknown option(s) {unknown}. Valid: '
-                             f'{sorted(_OPTION_KEYS - {"name", "type", "phase", "scale"})}.')
+            raise OptionError(f'GaussianNoiseDataset {opt.get("name", "")!r}: unknown option(s) {unknown}. Valid: '
+                              f'{", ".join(_OWN_KEYS)} and BasicSR\'s loader keys.')
         self.opt = opt
         backend = (opt.get('io_backend') or {'type': 'disk'}).get('type', 'disk')
         if backend != 'disk':
-            raise ValueError(f'GaussianNoiseDataset: io_backend {backend!r} is not supported yet; use {{type: disk}} '
-                             f'with an image folder.')
+            raise OptionError(f'GaussianNoiseDataset: io_backend {backend!r} is not supported yet; use {{type: disk}} '
+                              f'with an image folder.')
         self.color = opt.get('color', 'rgb')
         if self.color not in ('rgb', 'gray'):
-            raise ValueError(f'GaussianNoiseDataset: color must be "rgb" or "gray", got {self.color!r}.')
+            raise OptionError(f'GaussianNoiseDataset: color must be "rgb" or "gray", got {self.color!r}.')
         self.is_train = opt.get('phase', 'train') == 'train'
         self.sigma, self.sigma_range, self.sigma_list = self._parse_sigma(opt)
         self.gt_size = opt.get('gt_size')
         if self.is_train and not self.gt_size:
-            raise ValueError('GaussianNoiseDataset: training needs gt_size (the random crop size, e.g. 80).')
+            raise OptionError('GaussianNoiseDataset: training needs gt_size (the random crop size, e.g. 80).')
         self.clip = bool(opt.get('clip', False))
         self.noise_seed = int(opt.get('noise_seed', 0))
         if 'dataroot_gt' not in opt:
-            raise ValueError('GaussianNoiseDataset: dataroot_gt (a folder of clean images) is required.')
+            raise OptionError('GaussianNoiseDataset: dataroot_gt (a folder of clean images) is required.')
         self.paths = list_images(opt['dataroot_gt'], opt.get('recursive', False))
 
     @staticmethod
     def _parse_sigma(opt):
         given = [key for key in ('sigma', 'sigma_range', 'sigma_list') if opt.get(key) is not None]
         if len(given) != 1:
-            raise ValueError(f'GaussianNoiseDataset: give exactly one of sigma (fixed), sigma_range ([low, high]) or '
-                             f'sigma_list, on the 0-255 scale; got {given or "none"}.')
+            raise OptionError(f'GaussianNoiseDataset: give exactly one of sigma (fixed), sigma_range ([low, high]) or '
+                              f'sigma_list, on the 0-255 scale; got {given or "none"}.')
         sigma, sigma_range, sigma_list = opt.get('sigma'), opt.get('sigma_range'), opt.get('sigma_list')
         if sigma_range is not None:
             if len(sigma_range) != 2 or not 0 <= float(sigma_range[0]) <= float(sigma_range[1]):
-                raise ValueError(f'GaussianNoiseDataset: sigma_range must be [low, high] with 0 <= low <= high, '
-                                 f'got {sigma_range}.')
+                raise OptionError(f'GaussianNoiseDataset: sigma_range must be [low, high] with 0 <= low <= high, '
+                                  f'got {sigma_range}.')
             sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
         if sigma_list is not None:
             sigma_list = [float(s) for s in sigma_list]
             if not sigma_list or min(sigma_list) < 0:
-                raise ValueError(f'GaussianNoiseDataset: sigma_list must be non-empty and >= 0, got {sigma_list}.')
+                raise OptionError(f'GaussianNoiseDataset: sigma_list must be non-empty and >= 0, got {sigma_list}.')
         if sigma is not None and float(sigma) < 0:
-            raise ValueError(f'GaussianNoiseDataset: sigma must be >= 0, got {sigma}.')
+            raise OptionError(f'GaussianNoiseDataset: sigma must be >= 0, got {sigma}.')
         return (None if sigma is None else float(sigma)), sigma_range, sigma_list
 
     def _read(self, path):
         flag = cv2.IMREAD_GRAYSCALE if self.color == 'gray' else cv2.IMREAD_COLOR
         img = cv2.imread(path, flag | cv2.IMREAD_ANYDEPTH)
         if img is None:
-            raise OSError(f'GaussianNoiseDataset: cannot read image {path} (missing, corrupt or not an image). '
-                          f'Remove or replace it.')
+            raise ImageReadError(f'GaussianNoiseDataset: cannot read image {path} (missing, corrupt or not an image). '
+                                 f'Remove or replace it.')
         scale = 65535. if img.dtype == np.uint16 else 255.
         img = img.astype(np.float32) / scale
         return img[..., None] if img.ndim == 2 else img
@@ -141,8 +139,8 @@ class GaussianNoiseDataset(data.Dataset):
             h, w = img_gt.shape[:2]
             size = self.gt_size
             if h < size or w < size:
-                raise ValueError(f'GaussianNoiseDataset: image {path} is {h}x{w}, smaller than gt_size {size}. '
-                                 f'Lower gt_size or remove the image.')
+                raise DataError(f'GaussianNoiseDataset: image {path} is {h}x{w}, smaller than gt_size {size}. '
+                                f'Lower gt_size or remove the image.')
             top, left = random.randint(0, h - size), random.randint(0, w - size)
             img_gt = img_gt[top:top + size, left:left + size, ...]
             img_gt = augment(img_gt, self.opt.get('use_hflip', True), self.opt.get('use_rot', True))

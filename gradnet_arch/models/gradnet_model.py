@@ -2,17 +2,17 @@
 import collections
 import difflib
 import os
-from collections import OrderedDict
-
 import torch
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
+from collections import OrderedDict
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from gradnet_arch.archs.predenoiser import load_into, load_state_dict
+from gradnet_arch.errors import OptionError
 from gradnet_arch.registry import register
 
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'gradient_opt',
@@ -43,18 +43,20 @@ class GradNetModel(SRModel):
         net = self.get_bare_model(self.net_g)
         if getattr(net, 'gradient_source', None) == 'denoised' and net.predenoiser_path is None \
                 and not self.opt['path'].get('pretrain_network_g'):
-            raise ValueError('GradNet is being trained with gradient_source "denoised" but its pre-denoiser has no '
-                             'weights: set network_g.predenoiser.pretrained to the stage-1 checkpoint (e.g. '
-                             'experiments/<stage1 name>/models/net_g_latest.pth), or pretrain_network_g to a full '
-                             'GradNet checkpoint.')
+            raise OptionError('GradNet is being trained with gradient_source "denoised" but its pre-denoiser has no '
+                              'weights: set network_g.predenoiser.pretrained to the stage-1 checkpoint (e.g. '
+                              'experiments/<stage1 name>/models/net_g_latest.pth), or pretrain_network_g to a full '
+                              'GradNet checkpoint.')
         super().init_training_settings()
         train_opt = self.opt['train']
         self.cri_grad = build_loss(train_opt['gradient_opt']).to(self.device) if train_opt.get('gradient_opt') else None
 
     def setup_optimizers(self):
         train_opt = self.opt['train']
-        params = [p for name, p in self.get_bare_model(self.net_g).named_parameters()
-                  if p.requires_grad and not name.startswith('predenoiser.')]
+        params = [
+            p for name, p in self.get_bare_model(self.net_g).named_parameters()
+            if p.requires_grad and not name.startswith('predenoiser.')
+        ]
         frozen = sum(p.numel() for name, p in self.get_bare_model(self.net_g).named_parameters()
                      if not p.requires_grad or name.startswith('predenoiser.'))
         if frozen:
@@ -163,11 +165,14 @@ def _check_train_options(opt):
         return
     unknown = [k for k in train if k not in TRAIN_KEYS]
     if unknown:
-        hints = [f'{k!r}' + (f' (did you mean {m[0]!r}?)' if (m := difflib.get_close_matches(k, TRAIN_KEYS, 1)) else '')
-                 for k in unknown]
-        raise ValueError(f'GradNetModel: unknown key(s) in `train`: {", ".join(hints)}. Valid: {", ".join(TRAIN_KEYS)}.')
+        hints = [
+            f'{k!r}' + (f' (did you mean {m[0]!r}?)' if (m := difflib.get_close_matches(k, TRAIN_KEYS, 1)) else '')
+            for k in unknown
+        ]
+        raise OptionError(
+            f'GradNetModel: unknown key(s) in `train`: {", ".join(hints)}. Valid: {", ".join(TRAIN_KEYS)}.')
     if not train.get('pixel_opt') and not train.get('gradient_opt') and not train.get('perceptual_opt'):
-        raise ValueError('GradNetModel: `train` needs at least one of pixel_opt, gradient_opt, perceptual_opt.')
+        raise OptionError('GradNetModel: `train` needs at least one of pixel_opt, gradient_opt, perceptual_opt.')
 
 
 def _check_channels(opt):
@@ -178,6 +183,6 @@ def _check_channels(opt):
     for phase, dataset in opt.get('datasets', {}).items():
         data_ch = _COLOR_CHANNELS.get(dataset.get('color'))
         if data_ch is not None and data_ch != net_ch:
-            raise ValueError(f'datasets.{phase} ({dataset.get("name")}) gives {dataset["color"]} images '
-                             f'({data_ch} channel{"s" if data_ch > 1 else ""}) but network_g has num_in_ch={net_ch}. '
-                             f'Set color: {"gray" if net_ch == 1 else "rgb"} or num_in_ch: {data_ch}.')
+            raise OptionError(f'datasets.{phase} ({dataset.get("name")}) gives {dataset["color"]} images '
+                              f'({data_ch} channel{"s" if data_ch > 1 else ""}) but network_g has num_in_ch={net_ch}. '
+                              f'Set color: {"gray" if net_ch == 1 else "rgb"} or num_in_ch: {data_ch}.')

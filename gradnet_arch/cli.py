@@ -1,0 +1,27 @@
+"""Shared runner of the command-line entry points: BasicSR's pipeline, CPU-friendly, with readable errors."""
+import os
+import sys
+
+from gradnet_arch.compat import cpu_friendly_pipelines
+from gradnet_arch.errors import UserError
+from gradnet_arch.option_check import check_option_file
+
+
+def run_pipeline(pipeline, argv=None):
+    """Run `pipeline(root_path)` (BasicSR's train_pipeline or test_pipeline) with `argv` as its command line.
+
+    `root_path` is the current directory, so experiments/, tb_logger/ and results/ land where the user is. Mistakes
+    in options, data or checkpoints end the process with exit status 2 and the message alone (no traceback).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0]] + argv  # BasicSR's parse_options reads sys.argv
+    try:
+        check_option_file(argv)
+        with cpu_friendly_pipelines():
+            pipeline(os.getcwd())
+    except UserError as error:
+        print(f'\nError: {error}', file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    finally:
+        sys.argv = saved_argv

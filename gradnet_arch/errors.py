@@ -1,0 +1,40 @@
+"""Exceptions for mistakes in options, data and checkpoints.
+
+Each is a subclass of the built-in type a Python user would expect (ValueError, FileNotFoundError, ...) and of
+`UserError`, which the command-line entry points print as a one-paragraph message instead of a traceback.
+"""
+
+
+class UserError(Exception):
+    """Marks an error that the user can fix from its message alone."""
+
+
+class OptionError(UserError, ValueError):
+    """An option has a wrong value or two options contradict each other."""
+
+
+class UnknownOptionError(UserError, TypeError):
+    """An option key the component does not take (usually a typo)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder named in the options does not exist."""
+
+
+class BadFileError(UserError, RuntimeError):
+    """A file exists but cannot be read (corrupt, truncated, wrong format)."""
+
+
+class CheckpointKeyError(UserError, KeyError):
+    """A checkpoint lacks the requested parameter key."""
+
+    def __str__(self):  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ''
+
+
+class ImageReadError(UserError, OSError):
+    """An image file cannot be decoded."""
+
+
+class DataError(UserError, ValueError):
+    """Data that does not fit the options (empty folder, image smaller than the crop, wrong channels)."""
