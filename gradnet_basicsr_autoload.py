@@ -49,12 +49,14 @@ class _AfterExecLoader(importlib.abc.Loader):
 
 
 class _TorchvisionAliasLoader(importlib.abc.Loader):
+    """A new module re-exporting `torchvision.transforms.functional` (that module itself is left untouched)."""
 
     def create_module(self, spec):
-        return importlib.import_module('torchvision.transforms.functional')
+        return None  # the default: a fresh module object
 
     def exec_module(self, module):
-        pass
+        functional = importlib.import_module('torchvision.transforms.functional')
+        module.__dict__.update({k: v for k, v in vars(functional).items() if not k.startswith('__')})
 
 
 class BasicsrHookFinder(importlib.abc.MetaPathFinder):

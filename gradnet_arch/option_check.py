@@ -7,6 +7,8 @@ from gradnet_arch.errors import MissingFileError, OptionError
 
 KNOWN_TOP_LEVEL = ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'path', 'train',
                    'val', 'logger', 'dist_params', 'find_unused_parameters')
+# BasicSR datasets that read opt['scale'] (BasicSR's parse_options copies the top-level key into each dataset).
+SCALED_DATASETS = ('PairedImageDataset', 'RealESRGANPairedDataset')
 REQUIRED = ('name', 'model_type', 'num_gpu', 'datasets', 'network_g', 'path')
 
 
@@ -46,6 +48,9 @@ def check_options(opt, path='<options>'):
         if not isinstance(dataset, dict) or 'type' not in dataset:
             raise OptionError(f'{path}: datasets.{phase} needs a `type` (e.g. GaussianNoiseDataset).')
         _check_registered(path, f'datasets.{phase}.type', dataset['type'], DATASET_REGISTRY)
+        if dataset['type'] in SCALED_DATASETS and 'scale' not in opt:
+            raise OptionError(f'{path}: datasets.{phase} ({dataset["type"]}) reads the top-level `scale`; add '
+                              f'`scale: 1` for denoising.')
 
 
 def _check_registered(path, where, name, registry):

@@ -21,10 +21,13 @@ def register(registry):
 
     def deco(cls):
         name = cls.__name__
-        setattr(cls, _MARK, True)
+        # Identity = defining module's last component + qualname: equal for the same source imported twice, and read
+        # from the class's own __dict__ so that a marked base class cannot vouch for a foreign subclass.
+        identity = f'{cls.__module__.rsplit(".", 1)[-1]}.{cls.__qualname__}'
+        setattr(cls, _MARK, identity)
         if name in registry:
             existing = registry.get(name)
-            if getattr(existing, _MARK, False):
+            if vars(existing).get(_MARK) == identity:
                 return cls
             raise RuntimeError(f'gradnet-basicsr cannot register {name!r} in BasicSR\'s {registry._name} registry: '
                                f'{existing.__module__}.{existing.__qualname__} already uses that name. '

@@ -1,5 +1,6 @@
 """Building and loading GradNet's frozen naive denoise block (stage 1) from an option dict."""
 import copy
+import inspect
 import os
 import torch
 
@@ -43,6 +44,8 @@ def build_predenoiser(opt, num_in_ch):
         if key in opt and opt[key] is not None and opt[key] != num_in_ch:
             raise OptionError(f'GradNet: predenoiser {key}={opt[key]} but GradNet has num_in_ch={num_in_ch}. '
                               f'The pre-denoiser must map {num_in_ch}-channel images to {num_in_ch} channels.')
+    if 'num_in_ch' in inspect.signature(ARCH_REGISTRY.get(opt['type'])).parameters:
+        opt.setdefault('num_in_ch', num_in_ch)  # a grey GradNet gets a grey pre-denoiser unless told otherwise
     net = build_network(opt)
     path = load['pretrained']
     if path is not None:

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from gradnet_arch.archs.predenoiser import load_into, load_state_dict
-from gradnet_arch.errors import OptionError
+from gradnet_arch.errors import CheckpointKeyError, OptionError
 from gradnet_arch.registry import register
 
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'gradient_opt',
@@ -117,7 +117,15 @@ class GradNetModel(SRModel):
     def load_network(self, net, load_path, strict=True, param_key='params'):
         """BasicSR's load_network with safe loading and errors that name the file, the keys and the shapes."""
         net = self.get_bare_model(net)
-        state = load_state_dict(load_path, param_key, what='network')
+        try:
+            state = load_state_dict(load_path, param_key, what='network')
+        except CheckpointKeyError:
+            if param_key != 'params_ema':
+                raise
+            # BasicSR's rule: a checkpoint saved without EMA has only `params`
+            get_root_logger().info(f'Loading: params_ema does not exist in {load_path}, use params.')
+            param_key = 'params'
+            state = load_state_dict(load_path, param_key, what='network')
         if not strict:  # BasicSR's behaviour: keys of another size are ignored
             own = net.state_dict()
             state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
