@@ -1,9 +1,8 @@
 """MSKResNet and GradNet: sizes, shapes, the frozen pre-denoiser, gradient sources, fusion, checkpoints, registry."""
 import importlib
-import re
-
 import numpy as np
 import pytest
+import re
 import torch
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY, Registry
@@ -71,8 +70,13 @@ def assert_state_equal(actual, expected):
 
 @pytest.mark.parametrize('options, gradnet_params, mskresnet_params', [
     ({}, 1626561, 1484688),
-    ({'num_in_ch': 1}, 1528937, 1482384),
-    ({'batch_norm': False, 'reduction': 2}, 1640077, 1497088),
+    ({
+        'num_in_ch': 1
+    }, 1528937, 1482384),
+    ({
+        'batch_norm': False,
+        'reduction': 2
+    }, 1640077, 1497088),
 ])
 def test_paper_size_parameter_counts(options, gradnet_params, mskresnet_params):
     c = options.get('num_in_ch', 3)

@@ -1,14 +1,12 @@
 """The autoload hook: BasicSR's registries see the plugin in any interpreter, for regular and editable installs."""
 import glob
 import os
+import pytest
 import site
 import subprocess
 import sys
 import sysconfig
 import zipfile
-
-import pytest
-
 from conftest import REPO, run_python
 
 PTH = 'gradnet_basicsr_autoload.pth'

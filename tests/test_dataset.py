@@ -1,17 +1,16 @@
 """GaussianNoiseDataset: training crops, noise statistics, reproducible validation noise, errors, BasicSR builders."""
+import cv2
 import hashlib
+import numpy as np
 import os
+import pytest
 import random
 import re
-
-import cv2
-import numpy as np
-import pytest
 import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.registry import DATASET_REGISTRY
-
 from conftest import REPO, run_python, write_images
+
 from gradnet_arch.data import GaussianNoiseDataset
 
 
@@ -21,7 +20,9 @@ def options(folder, phase='train', **kwargs):
         'type': 'GaussianNoiseDataset',
         'phase': phase,
         'dataroot_gt': folder,
-        'io_backend': {'type': 'disk'},
+        'io_backend': {
+            'type': 'disk'
+        },
     }
     if phase == 'train':
         opt['gt_size'] = 32
@@ -207,13 +208,30 @@ def test_sigma_list_draws_only_listed_values(image_dirs):
 
 @pytest.mark.parametrize('sigmas', [
     {},
-    {'sigma': 25, 'sigma_range': [10, 20]},
-    {'sigma': 25, 'sigma_list': [15, 25]},
-    {'sigma_range': [10, 20], 'sigma_list': [15, 25]},
-    {'sigma_range': [30, 20]},
-    {'sigma_range': [10]},
-    {'sigma_list': []},
-    {'sigma': -5},
+    {
+        'sigma': 25,
+        'sigma_range': [10, 20]
+    },
+    {
+        'sigma': 25,
+        'sigma_list': [15, 25]
+    },
+    {
+        'sigma_range': [10, 20],
+        'sigma_list': [15, 25]
+    },
+    {
+        'sigma_range': [30, 20]
+    },
+    {
+        'sigma_range': [10]
+    },
+    {
+        'sigma_list': []
+    },
+    {
+        'sigma': -5
+    },
 ])
 def test_sigma_options_validated(image_dirs, sigmas):
     opt = options(image_dirs['train'], sigma=None)
@@ -297,8 +315,15 @@ def test_invalid_color(image_dirs):
 def test_registered_and_built_through_basicsr(image_dirs):
     assert DATASET_REGISTRY.get('GaussianNoiseDataset') is GaussianNoiseDataset
     seed_all(8)
-    opt = options(image_dirs['train'], gt_size=24, use_hflip=True, use_rot=True, num_worker_per_gpu=0,
-                  batch_size_per_gpu=2, dataset_enlarge_ratio=1, prefetch_mode=None)
+    opt = options(
+        image_dirs['train'],
+        gt_size=24,
+        use_hflip=True,
+        use_rot=True,
+        num_worker_per_gpu=0,
+        batch_size_per_gpu=2,
+        dataset_enlarge_ratio=1,
+        prefetch_mode=None)
     dataset = build_dataset(opt)
     assert isinstance(dataset, GaussianNoiseDataset)
     loader = build_dataloader(dataset, opt, num_gpu=0, dist=False, sampler=None, seed=0)

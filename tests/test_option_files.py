@@ -1,13 +1,12 @@
 """Every option file under options/ parses, passes the plugin's checks, and builds its net, datasets and model type."""
 import copy
-import glob
-import os
-import re
-
 import cv2
+import glob
 import lmdb
 import numpy as np
+import os
 import pytest
+import re
 import torch
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
@@ -61,17 +60,21 @@ def stand_in_data(dataset, root):
     kind, backend = dataset['type'], (dataset.get('io_backend') or {}).get('type', 'disk')
     if kind == 'GaussianNoiseDataset':
         channels = 1 if dataset.get('color') == 'gray' else 3
-        dataset['dataroot_gt'] = write_images(os.path.join(root, 'gt'), 2, height=size, width=size + 4,
-                                              channels=channels)
+        dataset['dataroot_gt'] = write_images(
+            os.path.join(root, 'gt'), 2, height=size, width=size + 4, channels=channels)
         return {f'img_{i:03d}': synthetic_image(i, size, size + 4, channels) for i in range(2)}
     if kind == 'PairedImageDataset':
         gt = {f'{i:04d}_{j:02d}': synthetic_image(10 * i + j, size, size + 4) for i in range(2) for j in range(2)}
-        noisy = {key: np.clip(img.astype(np.int16) + np.random.RandomState(1).randint(-20, 21, img.shape), 0,
-                              255).astype(np.uint8) for key, img in gt.items()}
+        noisy = {
+            key:
+            np.clip(img.astype(np.int16) + np.random.RandomState(1).randint(-20, 21, img.shape), 0,
+                    255).astype(np.uint8)
+            for key, img in gt.items()
+        }
         if backend == 'lmdb':
             dataset['dataroot_gt'] = write_lmdb(os.path.join(root, 'gt', os.path.basename(dataset['dataroot_gt'])), gt)
-            dataset['dataroot_lq'] = write_lmdb(os.path.join(root, 'lq', os.path.basename(dataset['dataroot_lq'])),
-                                                noisy)
+            dataset['dataroot_lq'] = write_lmdb(
+                os.path.join(root, 'lq', os.path.basename(dataset['dataroot_lq'])), noisy)
         else:
             tmpl = dataset.get('filename_tmpl', '{}')
             for sub, images in (('gt', gt), ('lq', noisy)):

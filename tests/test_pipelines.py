@@ -1,17 +1,15 @@
 """BasicSR's real training, validation, test and resume loops on tiny configs, on the CPU, in fresh interpreters."""
-import glob
-import os
-import re
-import shutil
-
 import basicsr
 import cv2
+import glob
 import numpy as np
+import os
 import pytest
+import re
+import shutil
 import torch
-
 from conftest import run_python, write_images
-from tiny_options import gradnet_network, stage1_network, make_test_options, make_train_options, write_yaml
+from tiny_options import gradnet_network, make_test_options, make_train_options, stage1_network, write_yaml
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,5 @@
 """The Sobel operator and the gradient-consistency loss, against values computed by hand."""
 import math
-
 import numpy as np
 import pytest
 import torch
@@ -214,8 +213,9 @@ def test_loss_weight_scales():
     base = GradientConsistencyLoss()(pred, target)
     assert base.item() > 0
     torch.testing.assert_close(GradientConsistencyLoss(loss_weight=0.1)(pred, target), 0.1 * base)
-    torch.testing.assert_close(GradientConsistencyLoss(loss_weight=2.5, reduction='sum')(pred, target),
-                               2.5 * GradientConsistencyLoss(reduction='sum')(pred, target))
+    torch.testing.assert_close(
+        GradientConsistencyLoss(loss_weight=2.5, reduction='sum')(pred, target),
+        2.5 * GradientConsistencyLoss(reduction='sum')(pred, target))
 
 
 def test_loss_zero_for_equal_inputs():

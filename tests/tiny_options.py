@@ -1,7 +1,6 @@
 """Tiny option files that run BasicSR's real train/test pipelines on the CPU in seconds."""
 import copy
 import os
-
 import yaml
 
 TINY_NET = {'num_in_ch': 3, 'num_feat': 8, 'num_modules': 1, 'num_units': 1}
