@@ -13,10 +13,13 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         '(BasicSR master with the torchvision fix) or install your own BasicSR checkout first.') from error
 
 from gradnet_arch.archs import GradNet, MSKResNet, Sobel  # noqa: E402
+from gradnet_arch.compat import install_cpu_dist_fallback  # noqa: E402
 from gradnet_arch.data import GaussianNoiseDataset  # noqa: E402
 from gradnet_arch.losses import GradientConsistencyLoss  # noqa: E402
 from gradnet_arch.models import GradNetModel  # noqa: E402
 from gradnet_arch.version import __version__  # noqa: E402
+
+install_cpu_dist_fallback()
 
 __all__ = [
     'GradNet', 'MSKResNet', 'Sobel', 'GradientConsistencyLoss', 'GradNetModel', 'GaussianNoiseDataset', '__version__'

@@ -2,7 +2,7 @@
 import os
 import sys
 
-from gradnet_arch.compat import cpu_friendly_pipelines
+from gradnet_arch.compat import pipeline_fixes
 from gradnet_arch.errors import UserError
 from gradnet_arch.option_check import check_option_file
 
@@ -18,7 +18,7 @@ def run_pipeline(pipeline, argv=None):
     sys.argv = [saved_argv[0]] + argv  # BasicSR's parse_options reads sys.argv
     try:
         check_option_file(argv)
-        with cpu_friendly_pipelines():
+        with pipeline_fixes():
             pipeline(os.getcwd())
     except UserError as error:
         print(f'\nError: {error}', file=sys.stderr, flush=True)

@@ -1,12 +1,18 @@
-"""Small, scoped fixes that let BasicSR's own train/test pipelines run on CPU machines.
+"""Small, scoped fixes around BasicSR's own train/test pipelines.
 
-They are applied only inside `gradnet_arch.train` / `gradnet_arch.test` (never at import time), by swapping two
-module attributes of BasicSR for the duration of the run:
+Inside `gradnet_arch.train` / `gradnet_arch.test`, three module attributes of BasicSR are swapped for the duration
+of the run (BasicSR's files are never changed):
 
 - `basicsr.train.load_resume_state` maps the resume state to `torch.cuda.current_device()`, which fails without
   CUDA, and finds auto-resume states under `./experiments` even when `path.experiments_root` says otherwise.
+- `basicsr.train.create_train_val_dataloader` gets exactly resumable, per-sample seeded training data
+  (see resumable_data.py).
 - `basicsr.utils.options.init_dist` always initialises NCCL and calls `torch.cuda.set_device`; without CUDA the
   process group is created with gloo instead.
+
+The last one is also installed when the plugin is imported on a machine without CUDA
+(`install_cpu_dist_fallback`), so upstream's own `basicsr/train.py --launcher pytorch` runs on gloo there; on CUDA
+machines nothing is swapped outside the entry points.
 """
 import collections
 import contextlib
@@ -44,6 +50,7 @@ def load_resume_state(opt):
             raise BadFileError(f'Cannot read resume state {resume_state_path}: {type(error).__name__}: {error}. The '
                                f'file is corrupt or truncated; delete it to resume from the previous one.') from error
     check_resume(opt, resume_state['iter'])
+    opt['_resume_iter'], opt['_resume_epoch'] = resume_state['iter'], resume_state['epoch']
     return resume_state
 
 
@@ -64,14 +71,29 @@ def init_dist(launcher, backend='nccl', **kwargs):
 
 
 @contextlib.contextmanager
-def cpu_friendly_pipelines():
-    """Swap the two BasicSR functions above in, restoring the originals afterwards."""
+def pipeline_fixes():
+    """Swap the BasicSR functions above in, restoring the originals afterwards."""
     import basicsr.train
     import basicsr.utils.options
 
-    saved = basicsr.train.load_resume_state, basicsr.utils.options.init_dist
-    basicsr.train.load_resume_state, basicsr.utils.options.init_dist = load_resume_state, init_dist
+    from gradnet_arch.resumable_data import create_train_val_dataloader
+
+    swaps = [(basicsr.train, 'load_resume_state', load_resume_state),
+             (basicsr.train, 'create_train_val_dataloader', create_train_val_dataloader),
+             (basicsr.utils.options, 'init_dist', init_dist)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
+    for module, name, new in swaps:
+        setattr(module, name, new)
     try:
         yield
     finally:
-        basicsr.train.load_resume_state, basicsr.utils.options.init_dist = saved
+        for module, name, old in saved:
+            setattr(module, name, old)
+
+
+def install_cpu_dist_fallback():
+    """On machines without CUDA, let upstream's parse_options initialise distributed runs with gloo."""
+    import basicsr.utils.options
+
+    if not torch.cuda.is_available():
+        basicsr.utils.options.init_dist = init_dist

@@ -38,3 +38,7 @@ class ImageReadError(UserError, OSError):
 
 class DataError(UserError, ValueError):
     """Data that does not fit the options (empty folder, image smaller than the crop, wrong channels)."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """The training loss became NaN or Inf."""

@@ -2,6 +2,7 @@
 import glob
 import os
 import pytest
+import shutil
 import site
 import subprocess
 import sys
@@ -79,12 +80,19 @@ def test_plugin_imported_first_registers_once(tmp_path):
 
 
 def _build(kind, out_dir):
-    """Build the regular or PEP 660 editable wheel with setuptools' own build backend, as pip does."""
+    """Build the regular or PEP 660 editable wheel with setuptools' own build backend, as pip does.
+
+    A regular wheel is built from a copy of the source tree so that no stale build/ folder can leak into it.
+    """
+    source = REPO
+    if kind == 'regular':
+        source = os.path.join(out_dir, 'src')
+        ignore = shutil.ignore_patterns('.venv', '.git', 'build', 'dist', '*.egg-info', '__pycache__', 'experiments',
+                                        'results', 'datasets')
+        shutil.copytree(REPO, source, ignore=ignore)
     hook = 'build_editable' if kind == 'editable' else 'build_wheel'
-    subprocess.run([sys.executable, '-c', f'from setuptools import build_meta as b; b.{hook}({str(out_dir)!r})'],
-                   cwd=REPO,
-                   check=True,
-                   capture_output=True)
+    code = f'from setuptools import build_meta as b; b.{hook}({str(out_dir)!r})'
+    subprocess.run([sys.executable, '-c', code], cwd=source, check=True, capture_output=True)
     return glob.glob(os.path.join(out_dir, '*.whl'))[0]
 
 

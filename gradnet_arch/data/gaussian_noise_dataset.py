@@ -4,12 +4,13 @@ import numpy as np
 import os
 import random
 import torch
+from basicsr.data.data_util import paths_from_lmdb
 from basicsr.data.transforms import augment
-from basicsr.utils import img2tensor
+from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
-from gradnet_arch.errors import DataError, ImageReadError, MissingFileError, OptionError
+from gradnet_arch.errors import BadFileError, DataError, ImageReadError, MissingFileError, OptionError
 from gradnet_arch.registry import register
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -17,7 +18,7 @@ IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.p
 _BASICSR_KEYS = ('name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
                  'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue')
 _OWN_KEYS = ('dataroot_gt', 'color', 'sigma', 'sigma_range', 'sigma_list', 'gt_size', 'use_hflip', 'use_rot', 'clip',
-             'noise_seed', 'recursive')
+             'noise_seed', 'recursive', 'meta_info_file')
 _OPTION_KEYS = frozenset(_BASICSR_KEYS + _OWN_KEYS)
 
 
@@ -40,6 +41,44 @@ def list_images(folders, recursive=False):
                             f'{"" if recursive else " (set recursive: true to search sub-folders)"}.')
         paths += found
     return paths
+
+
+def list_meta_info_images(folder, meta_info_file):
+    """Image paths named in a meta information file, relative to `folder` (BasicSR's convention).
+
+    Each non-empty line's first white-space separated token is a file name relative to `folder`, so BasicSR's
+    meta_info.txt lines (`name.png (H,W,C) 1`) and plain lists of names both work.
+    """
+    if not os.path.isfile(meta_info_file):
+        raise MissingFileError(f'GaussianNoiseDataset: meta_info_file not found: {meta_info_file}')
+    if not os.path.isdir(folder):
+        raise MissingFileError(f'GaussianNoiseDataset: dataroot_gt folder not found: {folder}')
+    with open(meta_info_file) as fin:
+        paths = [os.path.join(folder, line.split()[0]) for line in fin if line.strip()]
+    if not paths:
+        raise DataError(f'GaussianNoiseDataset: meta_info_file {meta_info_file} lists no images.')
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        raise MissingFileError(f'GaussianNoiseDataset: {len(missing)} image(s) listed in {meta_info_file} are not in '
+                               f'{folder}, e.g. {missing[0]}.')
+    return paths
+
+
+def lmdb_keys(root):
+    """Keys of a BasicSR LMDB folder (from its meta_info.txt, read by BasicSR's paths_from_lmdb)."""
+    if not str(root).endswith('.lmdb'):
+        raise OptionError(
+            f'GaussianNoiseDataset: with io_backend lmdb, dataroot_gt must be an LMDB folder ending in '
+            f'.lmdb (BasicSR\'s convention), got {root}. For an image folder use io_backend {{type: disk}}.')
+    if not os.path.isdir(root):
+        raise MissingFileError(f'GaussianNoiseDataset: LMDB folder not found: {root}')
+    if not os.path.isfile(os.path.join(root, 'meta_info.txt')) or not os.path.isfile(os.path.join(root, 'data.mdb')):
+        raise BadFileError(f'GaussianNoiseDataset: {root} is not a BasicSR LMDB (it needs data.mdb and '
+                           f'meta_info.txt); build one with `python -m gradnet_arch.prep crops`.')
+    keys = paths_from_lmdb(str(root))
+    if not keys:
+        raise DataError(f'GaussianNoiseDataset: the LMDB {root} lists no images in its meta_info.txt.')
+    return keys
 
 
 @register(DATASET_REGISTRY)
@@ -65,8 +104,12 @@ class GaussianNoiseDataset(data.Dataset):
             use_rot (bool): Random vertical flips and transposes in training. Default: True.
             clip (bool): Clip the noisy image to [0, 1] (the paper does not). Default: False.
             noise_seed (int): Seed of the validation noise. Default: 0.
-            recursive (bool): Also read images in sub-folders. Default: False.
-            io_backend (dict): {type: disk}. LMDB support comes with the data-preparation tools.
+            recursive (bool): Also read images in sub-folders (disk backend without meta_info_file). Default: False.
+            meta_info_file (str): Disk backend: read only the images this file lists, one per line (first token,
+                relative to dataroot_gt, as in BasicSR). Default: all images of the folder(s).
+            io_backend (dict): {type: disk} (image folders) or {type: lmdb} (dataroot_gt a BasicSR LMDB such as
+                `python -m gradnet_arch.prep crops` writes; keys from its meta_info.txt). Both read 8- and 16-bit
+                PNGs at full depth.
             phase (str): 'train' or 'val'/'test', set by BasicSR.
     """
 
@@ -77,10 +120,12 @@ class GaussianNoiseDataset(data.Dataset):
             raise OptionError(f'GaussianNoiseDataset {opt.get("name", "")!r}: unknown option(s) {unknown}. Valid: '
                               f'{", ".join(_OWN_KEYS)} and BasicSR\'s loader keys.')
         self.opt = opt
-        backend = (opt.get('io_backend') or {'type': 'disk'}).get('type', 'disk')
-        if backend != 'disk':
-            raise OptionError(f'GaussianNoiseDataset: io_backend {backend!r} is not supported yet; use {{type: disk}} '
-                              f'with an image folder.')
+        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.backend = self.io_backend_opt.pop('type', 'disk')
+        if self.backend not in ('disk', 'lmdb'):
+            raise OptionError(f'GaussianNoiseDataset: io_backend {self.backend!r} is not supported; use {{type: disk}} '
+                              f'with an image folder or {{type: lmdb}} with an LMDB.')
+        self.file_client = None  # opened on first read, so that each dataloader worker opens its own LMDB
         self.color = opt.get('color', 'rgb')
         if self.color not in ('rgb', 'gray'):
             raise OptionError(f'GaussianNoiseDataset: color must be "rgb" or "gray", got {self.color!r}.')
@@ -93,7 +138,29 @@ class GaussianNoiseDataset(data.Dataset):
         self.noise_seed = int(opt.get('noise_seed', 0))
         if 'dataroot_gt' not in opt:
             raise OptionError('GaussianNoiseDataset: dataroot_gt (a folder of clean images) is required.')
-        self.paths = list_images(opt['dataroot_gt'], opt.get('recursive', False))
+        self.paths = self._list_paths(opt)
+
+    def _list_paths(self, opt):
+        root, meta_info_file = opt['dataroot_gt'], opt.get('meta_info_file')
+        if self.backend == 'lmdb':
+            if meta_info_file:
+                raise OptionError('GaussianNoiseDataset: meta_info_file is for the disk backend; an LMDB lists its '
+                                  'keys in its own meta_info.txt.')
+            if isinstance(root, (list, tuple)):
+                if len(root) != 1:
+                    raise OptionError(f'GaussianNoiseDataset: io_backend lmdb reads one LMDB, got {len(root)}: {root}. '
+                                      f'Write all images into one LMDB (`python -m gradnet_arch.prep crops A B ...`).')
+                root = root[0]
+            root = os.path.expanduser(str(root))
+            self.io_backend_opt.update(db_paths=[root], client_keys=['gt'])
+            self.lmdb_root = root
+            return lmdb_keys(root)
+        if meta_info_file:
+            if not isinstance(root, str):
+                raise OptionError(f'GaussianNoiseDataset: meta_info_file names files in one folder; dataroot_gt must '
+                                  f'be a single folder, got {root}.')
+            return list_meta_info_images(os.path.expanduser(root), os.path.expanduser(meta_info_file))
+        return list_images(root, opt.get('recursive', False))
 
     @staticmethod
     def _parse_sigma(opt):
@@ -117,13 +184,38 @@ class GaussianNoiseDataset(data.Dataset):
 
     def _read(self, path):
         flag = cv2.IMREAD_GRAYSCALE if self.color == 'gray' else cv2.IMREAD_COLOR
-        img = cv2.imread(path, flag | cv2.IMREAD_ANYDEPTH)
-        if img is None:
-            raise ImageReadError(f'GaussianNoiseDataset: cannot read image {path} (missing, corrupt or not an image). '
-                                 f'Remove or replace it.')
+        if self.backend == 'lmdb':
+            img = self._read_lmdb(path, flag)
+        else:
+            img = cv2.imread(path, flag | cv2.IMREAD_ANYDEPTH)
+            if img is None:
+                raise ImageReadError(f'GaussianNoiseDataset: cannot read image {path} (missing, corrupt or not an '
+                                     f'image). Remove or replace it.')
         scale = 65535. if img.dtype == np.uint16 else 255.
         img = img.astype(np.float32) / scale
         return img[..., None] if img.ndim == 2 else img
+
+    def __getstate__(self):
+        # an open LMDB environment cannot be pickled (spawned dataloader workers); each process reopens its own
+        state = self.__dict__.copy()
+        state['file_client'] = None
+        return state
+
+    def _read_lmdb(self, key, flag):
+        if self.file_client is None:
+            self.file_client = FileClient('lmdb', **self.io_backend_opt)
+        value = self.file_client.get(key, 'gt')
+        if value is None:
+            raise BadFileError(f'GaussianNoiseDataset: key {key!r} is listed in {self.lmdb_root}/meta_info.txt but not '
+                               f'stored in the LMDB; rebuild it.')
+        # BasicSR's imfrombytes with the disk reader's flags: the same decoder (cv2.imdecode), but 16-bit PNGs keep
+        # their depth instead of being cut to 8 bit
+        img = cv2.imdecode(np.frombuffer(value, np.uint8), flag | cv2.IMREAD_ANYDEPTH)
+        if img is None:
+            raise ImageReadError(
+                f'GaussianNoiseDataset: cannot decode the image under key {key!r} in {self.lmdb_root}. '
+                f'Rebuild the LMDB.')
+        return img
 
     def _draw_sigma(self, rng):
         if self.sigma is not None:

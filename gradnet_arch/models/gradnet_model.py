@@ -3,16 +3,20 @@ import collections
 import difflib
 import os
 import torch
+import torch.distributed as dist
 from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
-from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import master_only
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.dist_util import get_dist_info, master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 from collections import OrderedDict
 from torch.nn.parallel import DataParallel, DistributedDataParallel
+from torch.utils.data import default_collate
+from tqdm import tqdm
 
 from gradnet_arch.archs.predenoiser import load_into, load_state_dict
-from gradnet_arch.errors import CheckpointKeyError, OptionError
+from gradnet_arch.errors import CheckpointKeyError, NonFiniteLossError, OptionError
 from gradnet_arch.registry import register
 
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'gradient_opt',
@@ -50,6 +54,18 @@ class GradNetModel(SRModel):
         super().init_training_settings()
         train_opt = self.opt['train']
         self.cri_grad = build_loss(train_opt['gradient_opt']).to(self.device) if train_opt.get('gradient_opt') else None
+        if self.opt['dist'] and getattr(net, 'predenoiser', None) is not None:
+            self._check_predenoiser_identical(net.predenoiser)
+
+    def _check_predenoiser_identical(self, predenoiser):
+        """Under DDP, verify once that every rank holds the same frozen pre-denoiser (DDP syncs it from rank 0)."""
+        with torch.no_grad():
+            checksum = torch.stack([t.double().sum() for t in predenoiser.state_dict().values()]).sum()
+        sums = [None] * dist.get_world_size()
+        dist.all_gather_object(sums, checksum.item())
+        if len(set(sums)) != 1:
+            raise RuntimeError(f'The frozen pre-denoiser differs between ranks (checksums {sums}).')
+        get_root_logger().info(f'Pre-denoiser identical on all {len(sums)} ranks (checksum {sums[0]:.6f}).')
 
     def setup_optimizers(self):
         train_opt = self.opt['train']
@@ -107,12 +123,92 @@ class GradNetModel(SRModel):
                     l_total += value
                     loss_dict[key] = value
         loss_dict['l_total'] = l_total
+        self._stop_if_not_finite(l_total, loss_dict, current_iter)
 
         l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+    def _stop_if_not_finite(self, l_total, loss_dict, current_iter):
+        """Stop before the optimizer step (weights stay good) when the loss is NaN/Inf on any rank."""
+        finite = torch.isfinite(l_total.detach()).float()
+        if self.opt['dist']:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() < 1:
+            values = ', '.join(f'{k}={v.item():.4g}' for k, v in loss_dict.items())
+            raise NonFiniteLossError(
+                f'The loss is not finite at iteration {current_iter} ({values}; on this or another rank). Training '
+                f'stopped before the update, so the checkpoints in {self.opt["path"].get("models")} are intact. Lower '
+                f'the learning rate or check the data, then continue with --auto_resume.')
+
+    def validation(self, dataloader, current_iter, tb_logger, save_img=False):
+        """Validate on every rank, each on its share of the images; the metrics equal a single-process run's."""
+        rank, world_size = get_dist_info() if self.opt['dist'] else (0, 1)
+        self._validate(dataloader.dataset, current_iter, tb_logger, save_img, rank, world_size)
+
+    def _validate(self, dataset, current_iter, tb_logger, save_img, rank, world_size):
+        dataset_name = dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics')
+        if world_size > 1:
+            self._broadcast_validation_net()
+        indices = list(range(rank, len(dataset), world_size))
+        pbar = tqdm(total=len(indices), unit='image') if self.opt['val'].get('pbar', False) and rank == 0 else None
+        local = {}
+        for idx in indices:
+            val_data = default_collate([dataset[idx]])  # what BasicSR's val loader (batch 1, no workers) yields
+            img_name = os.path.splitext(os.path.basename(val_data['lq_path'][0]))[0]
+            self.feed_data(val_data)
+            self.test()
+            visuals = self.get_current_visuals()
+            metric_data = {'img': tensor2img([visuals['result']])}
+            if 'gt' in visuals:
+                metric_data['img2'] = tensor2img([visuals['gt']])
+                del self.gt
+            del self.lq
+            del self.output
+            if save_img:
+                imwrite(metric_data['img'], self._visualization_path(dataset_name, img_name, current_iter))
+            if metrics_opt:
+                local[idx] = {name: calculate_metric(metric_data, opt_) for name, opt_ in metrics_opt.items()}
+            if pbar is not None:
+                pbar.update(1)
+                pbar.set_description(f'Test {img_name}')
+        if pbar is not None:
+            pbar.close()
+        if not metrics_opt:
+            return
+        if world_size > 1:
+            shards = [None] * world_size
+            dist.all_gather_object(shards, local)
+            local = {idx: values for shard in shards for idx, values in shard.items()}
+        if rank != 0:
+            return
+        self._initialize_best_metric_results(dataset_name)
+        self.metric_results = {}
+        for name in metrics_opt:
+            total = 0  # summed in image order, as BasicSR's single-process loop does, so results match bit for bit
+            for idx in sorted(local):
+                total += local[idx][name]
+            self.metric_results[name] = total / len(local)
+            self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _visualization_path(self, dataset_name, img_name, current_iter):
+        """BasicSR's file naming for saved validation/test images."""
+        root = self.opt['path']['visualization']
+        if self.opt['is_train']:
+            return os.path.join(root, img_name, f'{img_name}_{current_iter}.png')
+        suffix = self.opt['val'].get('suffix') or self.opt['name']
+        return os.path.join(root, dataset_name, f'{img_name}_{suffix}.png')
+
+    def _broadcast_validation_net(self):
+        """Give every rank rank 0's validation net: BatchNorm statistics drift apart per rank during training."""
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
+        with torch.no_grad():
+            for tensor in list(net.parameters()) + list(net.buffers()):
+                dist.broadcast(tensor.data, src=0)
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
         """BasicSR's load_network with safe loading and errors that name the file, the keys and the shapes."""
@@ -133,6 +229,19 @@ class GradNetModel(SRModel):
         get_root_logger().info(f'Loaded {type(net).__name__} from {load_path} [{param_key}].')
 
     @master_only
+    def save_network(self, net, net_label, current_iter, param_key='params'):
+        """BasicSR's save_network, written to a temporary file and renamed, so a kill never leaves a torn file."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        save_dict = {}
+        for net_, key in zip(nets, keys):
+            state = self.get_bare_model(net_).state_dict()
+            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+        label = 'latest' if current_iter == -1 else current_iter
+        save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+        _atomic_save(save_dict, save_path)
+
+    @master_only
     def save_training_state(self, epoch, current_iter):
         """Save the resume state atomically, in a form torch's safe loader (weights_only=True) accepts.
 
@@ -148,16 +257,23 @@ class GradNetModel(SRModel):
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [_plain_scheduler_state(s.state_dict()) for s in self.schedulers],
         }
-        save_path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
-        tmp_path = f'{save_path}.tmp'
-        torch.save(state, tmp_path)
-        os.replace(tmp_path, save_path)  # a kill mid-write never leaves a truncated .state for auto-resume
+        _atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):
         for state in resume_state['schedulers']:
             if isinstance(state.get('milestones'), dict):
                 state['milestones'] = collections.Counter(state['milestones'])
         super().resume_training(resume_state)
+
+
+def _atomic_save(obj, path):
+    """torch.save to `path.tmp`, flush to disk, then rename: readers (and auto-resume) see old or new, never half."""
+    tmp_path = f'{path}.tmp'
+    with open(tmp_path, 'wb') as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, path)
 
 
 def _plain_scheduler_state(state):
