@@ -204,3 +204,25 @@ def test_non_finite_loss_stops_with_intact_checkpoints(procs, data, tmp_path):
     assert len(saved) == int(match.group(1)) - 1
     for path in saved:
         assert all(torch.isfinite(v).all() for v in torch.load(path, weights_only=True)['params'].values())
+
+
+def test_upstream_script_with_torchrun_on_cpu(data, gradnet_checkpoint, tmp_path):
+    """`torchrun ... <installed basicsr>/train.py -opt X --launcher pytorch` on a machine without CUDA: the plugin
+    gives upstream's parse_options a gloo fallback (on CUDA machines upstream's NCCL init is left alone)."""
+    import basicsr
+
+    _, _, stage1 = gradnet_checkpoint
+    opt = make_train_options(
+        'upstream_ddp', data, gradnet_network(stage1), total_iter=2, checkpoint_freq=2, gradient_loss=True)
+    opt['path']['experiments_root'] = str(tmp_path / 'experiments')
+    opt_file = write_yaml(opt, tmp_path / 'opt.yml')
+    train_py = os.path.join(os.path.dirname(basicsr.__file__), 'train.py')
+    cmd = [
+        '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={next(PORTS)}', train_py, '-opt', opt_file,
+        '--launcher', 'pytorch'
+    ]
+    proc = run_python(cmd, cwd=str(tmp_path), env=ENV)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    log = open(glob.glob(str(tmp_path / 'experiments' / 'upstream_ddp' / 'train_*.log'))[0]).read()
+    assert 'World size (gpu number): 2' in log and re.search(r'# psnr: [\d.]+', log)
+    assert 'Pre-denoiser identical on all 2 ranks' in log
