@@ -218,7 +218,7 @@ def test_torchrun_gloo_two_processes(two_stages, tmp_path):
         '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29731', '-m', 'gradnet_arch.train', '-opt',
         opt_file, '--launcher', 'pytorch'
     ]
-    proc = run_python(command, cwd=str(tmp_path))
+    proc = run_python(command, cwd=str(tmp_path), env={'OMP_NUM_THREADS': '1'})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = open(glob.glob(str(tmp_path / 'experiments' / 'ddp' / 'train_*.log'))[0]).read()
     assert 'World size (gpu number): 2' in log
@@ -227,6 +227,17 @@ def test_torchrun_gloo_two_processes(two_stages, tmp_path):
     assert not any(k.startswith('module.') for k in ckpt['params'])
     stage1 = load(two_stages['ckpt1'])
     assert all(torch.equal(ckpt['params'][f'predenoiser.{k}'], v) for k, v in stage1.items())
+    # The checkpoint loads in a single-process test run, which reproduces the (sharded) final validation metrics.
+    network = dict(opt['network_g'], predenoiser=dict(opt['network_g']['predenoiser'], pretrained=None))
+    test_file = write_yaml(
+        make_test_options('ddp_single', two_stages['dirs']['val'], network,
+                          str(tmp_path / 'experiments' / 'ddp' / 'models' / 'net_g_latest.pth'), 'params_ema'),
+        tmp_path / 'ddp_test.yml')
+    proc = run_python(['-m', 'gradnet_arch.test', '-opt', test_file], cwd=str(tmp_path), env={'OMP_NUM_THREADS': '1'})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    test_log = open(glob.glob(str(tmp_path / 'results' / 'ddp_single' / 'test_*.log'))[0]).read()
+    final_val = re.findall(r'# (psnr|ssim): ([\d.]+)', log)[-2:]
+    assert re.findall(r'# (psnr|ssim): ([\d.]+)', test_log) == final_val
 
 
 def test_grey_two_stage_pipeline(gray_dirs, tmp_path):
