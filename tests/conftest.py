@@ -52,7 +52,7 @@ def gray_dirs(tmp_path):
 
 def run_python(args, cwd, env=None, timeout=900):
     """Run `python args...` in a subprocess (a real, separate interpreter); returns the CompletedProcess."""
-    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='2')
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')  # 2 shared cores: no oversubscription
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable] + list(args), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

@@ -298,7 +298,7 @@ def test_training_needs_gt_size(image_dirs):
     GaussianNoiseDataset(dict(opt, phase='val'))  # validation uses whole images
 
 
-def test_lmdb_backend_rejected(image_dirs):
+def test_lmdb_backend_needs_an_lmdb_folder(image_dirs):
     with pytest.raises(ValueError, match='lmdb'):
         GaussianNoiseDataset(options(image_dirs['train'], io_backend={'type': 'lmdb'}))
 

@@ -12,6 +12,7 @@ import pytest
 import re
 import scipy.io
 from basicsr.data.paired_image_dataset import PairedImageDataset
+from basicsr.data.single_image_dataset import SingleImageDataset
 from basicsr.utils import imfrombytes
 from conftest import REPO, SHARED_DATA, run_python
 
@@ -67,8 +68,11 @@ def leftovers(folder):
 # writers of the real formats
 
 
-def write_sidd_medium(root, scenes=('0001_001_S6_00100_00060_3200_L', '0002_001_S6_00100_00060_3200_N'),
-                      captures=('010', '011'), size=(40, 56), seed=0):
+def write_sidd_medium(root,
+                      scenes=('0001_001_S6_00100_00060_3200_L', '0002_001_S6_00100_00060_3200_N'),
+                      captures=('010', '011'),
+                      size=(40, 56),
+                      seed=0):
     """A SIDD-Medium sRGB tree; returns {key: (gt, noisy)} of BGR arrays as stored."""
     rng = np.random.RandomState(seed)
     images = {}
@@ -100,8 +104,9 @@ def write_dnd(root, images, boxes):
         write_mat_v73(os.path.join(root, 'images_srgb', f'{number:04d}.mat'), {'InoisySRGB': img})
     with h5py.File(os.path.join(root, 'info.mat'), 'w', userblock_size=512) as mat:
         refs = mat.create_group('#refs#')
-        cells = [refs.create_dataset(f'b{i}', data=np.asarray(b, np.float64).transpose()).ref for i, b in
-                 enumerate(boxes)]
+        cells = [
+            refs.create_dataset(f'b{i}', data=np.asarray(b, np.float64).transpose()).ref for i, b in enumerate(boxes)
+        ]
         info = mat.create_group('info')
         info.create_dataset('boundingboxes', data=np.array([cells], dtype=h5py.ref_dtype))  # a 50x1 cell: (1, 50)
         info.create_dataset('nlf', data=np.zeros((1, 1)))  # other fields of the real struct are ignored
@@ -170,8 +175,11 @@ def test_sidd_train_crops_pixel_by_pixel(tmp_path):
 def test_sidd_train_parallel_cli_matches_serial(tmp_path, capsys):
     write_sidd_medium(tmp_path / 'sidd', scenes=('0001_a', '0002_b', '0003_c'))
     serial = prepare_sidd_train(str(tmp_path / 'sidd'), str(tmp_path / 'one'), crop_size=16, step=12, workers=1)
-    main(['sidd-train', str(tmp_path / 'sidd' / 'Data'), '--out', str(tmp_path / 'two'), '--crop-size', '16',
-          '--step', '12', '--workers', '2'])
+    main([
+        'sidd-train',
+        str(tmp_path / 'sidd' / 'Data'), '--out',
+        str(tmp_path / 'two'), '--crop-size', '16', '--step', '12', '--workers', '2'
+    ])
     assert 'sidd-train: 6 source(s)' in capsys.readouterr().out
     for name in ('gt_crops.lmdb', 'input_crops.lmdb'):
         one, two = read_lmdb(str(tmp_path / 'one' / name)), read_lmdb(str(tmp_path / 'two' / name))
@@ -385,8 +393,9 @@ def test_sidd_mat_errors(tmp_path):
     scipy.io.savemat(wrong, {'SomethingElse': blocks})
     good = str(tmp_path / 'gt.mat')
     scipy.io.savemat(good, {'ValidationGtBlocksSrgb': blocks})
-    with pytest.raises(BadFileError, match=re.escape(wrong) + r".*no variable 'ValidationNoisyBlocksSrgb'.*"
-                       "SomethingElse"):
+    with pytest.raises(
+            BadFileError, match=re.escape(wrong) + r".*no variable 'ValidationNoisyBlocksSrgb'.*"
+            "SomethingElse"):
         prepare_sidd_val(wrong, good, str(tmp_path / 'v'))
     wrong73 = str(tmp_path / 'wrong73.mat')
     write_mat_v73(wrong73, {'Other': blocks})
@@ -419,11 +428,14 @@ def test_sidd_benchmark_png_folder(tmp_path):
     for key, img in stored.items():
         np.testing.assert_array_equal(img[..., ::-1], noisy[parse_block_key(key)])
     assert sorted(os.listdir(tmp_path / 'bench')) == sorted([f'{k}.png' for k in stored] + [STAMP_NAME])
+    # BasicSR's SingleImageDataset reads every file of the folder except hidden ones such as the stamp
+    dataset = SingleImageDataset({'dataroot_lq': str(tmp_path / 'bench'), 'io_backend': {'type': 'disk'}})
+    assert len(dataset) == 6 and dataset[0]['lq_path'].endswith('01_01.png')
+    np.testing.assert_array_equal(dataset[0]['lq'].numpy(), noisy[0, 0].transpose(2, 0, 1) / np.float32(255))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # DND
-
 
 DND_BOXES = [
     [[1, 1, 8, 8], [5, 30, 20, 44], [3, 10, 12, 30]],  # [first-axis from, second-axis from, first-axis to, ...]
@@ -456,6 +468,8 @@ def test_dnd_crops_pixel_by_pixel(tmp_path, bits):
             assert got.dtype == dtype
             np.testing.assert_array_equal(got, expected)
     assert report.outputs == {str(tmp_path / 'out'): 5}
+    dataset = SingleImageDataset({'dataroot_lq': str(tmp_path / 'out'), 'io_backend': {'type': 'disk'}})
+    assert len(dataset) == 5 and dataset[4]['lq'].shape == (3, 30, 44)  # BasicSR reads them (as 8 bit)
 
 
 def test_dnd_errors(tmp_path):
@@ -493,7 +507,7 @@ def test_crops_of_several_grey_folders(tmp_path):
         for name in names:
             img = random_image(rng, 20, 25)  # colour source, stored grey
             cv2.imwrite(str(tmp_path / folder / f'{name}.png'), img)
-            sources[name] = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            sources[name] = cv2.imread(str(tmp_path / folder / f'{name}.png'), cv2.IMREAD_GRAYSCALE)
     out = str(tmp_path / 'grey.lmdb')
     prepare_crops([str(tmp_path / 'a'), str(tmp_path / 'b')], out, crop_size=12, step=10, thresh_size=3, color='gray')
     stored = read_lmdb(out)
@@ -508,7 +522,10 @@ def test_crops_of_several_grey_folders(tmp_path):
     cv2.imwrite(str(tmp_path / 'b' / 'x.jpg'), random_image(rng, 20, 25))
     with pytest.raises(DataError, match=r"x.png and .*x.jpg would both be stored under key 'x'.*--folder-prefix"):
         prepare_crops([str(tmp_path / 'a'), str(tmp_path / 'b')], str(tmp_path / 'two.lmdb'), crop_size=12, step=10)
-    prepare_crops([str(tmp_path / 'a'), str(tmp_path / 'b')], str(tmp_path / 'two.lmdb'), crop_size=12, step=10,
+    prepare_crops([str(tmp_path / 'a'), str(tmp_path / 'b')],
+                  str(tmp_path / 'two.lmdb'),
+                  crop_size=12,
+                  step=10,
                   folder_prefix=True)
     assert 'b_x_s001' in read_lmdb(str(tmp_path / 'two.lmdb'))
 
@@ -552,8 +569,15 @@ def test_split_is_seeded_and_independent_of_order():
 def test_paired_train_crops_and_whole_val(tmp_path):
     names = [f'Cam_{i}_scene' for i in range(5)]
     pairs = write_pairs(str(tmp_path / 'poly'), names)
-    report = prepare_paired(str(tmp_path / 'poly'), str(tmp_path / 'out'), lq_suffix='_real', gt_suffix='_mean',
-                            val_count=2, seed=3, crop_size=16, step=12)
+    report = prepare_paired(
+        str(tmp_path / 'poly'),
+        str(tmp_path / 'out'),
+        lq_suffix='_real',
+        gt_suffix='_mean',
+        val_count=2,
+        seed=3,
+        crop_size=16,
+        step=12)
     _, val_names = split_pairs(names, val_count=2, seed=3)
     out = {(s, r): read_lmdb(str(tmp_path / 'out' / s / f'{r}.lmdb')) for s in ('train', 'val') for r in ('gt', 'lq')}
     assert list(out['val', 'gt']) == list(out['val', 'lq']) == val_names
@@ -588,8 +612,8 @@ def test_paired_unpaired_and_mismatched(tmp_path):
     with pytest.raises(DataError, match=r'1 unpaired image.*b_real.png has no clean partner b_mean'):
         prepare_paired(str(tmp_path / 'p'), str(tmp_path / 'out'), lq_suffix='_real', gt_suffix='_mean')
     cv2.imwrite(str(tmp_path / 'p' / 'c_real.png'), np.zeros((8, 8, 3), np.uint8))
-    report = prepare_paired(str(tmp_path / 'p'), str(tmp_path / 'out'), lq_suffix='_real', gt_suffix='_mean',
-                            skip_bad=True)
+    report = prepare_paired(
+        str(tmp_path / 'p'), str(tmp_path / 'out'), lq_suffix='_real', gt_suffix='_mean', skip_bad=True)
     assert len(report.skipped) == 2 and 'c_mean.png' in report.skipped[1] and 'same size' in report.skipped[1]
     assert list(read_lmdb(str(tmp_path / 'out' / 'train' / 'gt.lmdb'))) == ['a']
     with pytest.raises(OptionError, match='different --lq-suffix and --gt-suffix'):
@@ -599,22 +623,39 @@ def test_paired_unpaired_and_mismatched(tmp_path):
 def test_basicsr_paired_image_dataset_reads_the_lmdbs(tmp_path):
     names = [f'im{i}' for i in range(4)]
     pairs = write_pairs(str(tmp_path / 'p'), names, size=(24, 28))
-    prepare_paired(str(tmp_path / 'p'), str(tmp_path / 'out'), lq_suffix='_real', gt_suffix='_mean', val_count=1,
-                   crop_size=16, step=8)
+    prepare_paired(
+        str(tmp_path / 'p'),
+        str(tmp_path / 'out'),
+        lq_suffix='_real',
+        gt_suffix='_mean',
+        val_count=1,
+        crop_size=16,
+        step=8)
     _, (val_name, ) = split_pairs(names, val_count=1)
     root = tmp_path / 'out'
     train = PairedImageDataset({
-        'phase': 'train', 'scale': 1, 'gt_size': 12, 'use_hflip': True, 'use_rot': True,
-        'dataroot_gt': str(root / 'train' / 'gt.lmdb'), 'dataroot_lq': str(root / 'train' / 'lq.lmdb'),
-        'io_backend': {'type': 'lmdb'}
+        'phase': 'train',
+        'scale': 1,
+        'gt_size': 12,
+        'use_hflip': True,
+        'use_rot': True,
+        'dataroot_gt': str(root / 'train' / 'gt.lmdb'),
+        'dataroot_lq': str(root / 'train' / 'lq.lmdb'),
+        'io_backend': {
+            'type': 'lmdb'
+        }
     })
     assert len(train) == 3 * 6  # rows 0,8 / cols 0,8,12
     sample = train[0]
     assert sample['gt'].shape == sample['lq'].shape == (3, 12, 12)
     val = PairedImageDataset({
-        'phase': 'val', 'scale': 1,
-        'dataroot_gt': str(root / 'val' / 'gt.lmdb'), 'dataroot_lq': str(root / 'val' / 'lq.lmdb'),
-        'io_backend': {'type': 'lmdb'}
+        'phase': 'val',
+        'scale': 1,
+        'dataroot_gt': str(root / 'val' / 'gt.lmdb'),
+        'dataroot_lq': str(root / 'val' / 'lq.lmdb'),
+        'io_backend': {
+            'type': 'lmdb'
+        }
     })
     sample = val[0]
     assert sample['gt_path'] == val_name
@@ -629,7 +670,12 @@ def test_basicsr_reads_sidd_lmdbs(tmp_path):
     scipy.io.savemat(str(tmp_path / 'g.mat'), {'ValidationGtBlocksSrgb': sidd_blocks(2)})
     prepare_sidd_val(str(tmp_path / 'n.mat'), str(tmp_path / 'g.mat'), str(tmp_path / 'val'))
     val = PairedImageDataset({
-        'phase': 'val', 'scale': 1, 'filename_tmpl': '{}', 'io_backend': {'type': 'lmdb'},
+        'phase': 'val',
+        'scale': 1,
+        'filename_tmpl': '{}',
+        'io_backend': {
+            'type': 'lmdb'
+        },
         'dataroot_gt': str(tmp_path / 'val' / 'gt_crops.lmdb'),
         'dataroot_lq': str(tmp_path / 'val' / 'input_crops.lmdb')
     })
@@ -654,8 +700,10 @@ def test_cli_user_error_is_one_line_with_status_2(tmp_path, capsys):
 
 def test_cli_in_a_fresh_interpreter(tmp_path):
     scipy.io.savemat(str(tmp_path / 'b.mat'), {'BenchmarkNoisyBlocksSrgb': sidd_blocks(0, (1, 2, 8, 8, 3))})
-    bad = run_python(['-m', 'gradnet_arch.prep', 'sidd-val', '--noisy', str(tmp_path / 'b.mat'), '--gt',
-                      str(tmp_path / 'b.mat'), '--out', str(tmp_path / 'val')], cwd=REPO, timeout=120)
+    mat, out = str(tmp_path / 'b.mat'), str(tmp_path / 'val')
+    bad = run_python(['-m', 'gradnet_arch.prep', 'sidd-val', '--noisy', mat, '--gt', mat, '--out', out],
+                     REPO,
+                     timeout=120)
     assert bad.returncode == 2 and 'Traceback' not in bad.stderr
     assert bad.stderr.strip().splitlines() == [
         f"Error: {tmp_path / 'b.mat'} has no variable 'ValidationNoisyBlocksSrgb' (it has "
@@ -673,8 +721,12 @@ def test_polyu_pairs(tmp_path, capsys):
     for name in names:  # links, not copies: six pairs of the shared set
         for suffix in ('_real.JPG', '_mean.JPG'):
             os.symlink(os.path.join(POLYU, name + suffix), tmp_path / 'polyu' / (name + suffix))
-    main(['paired', '--lq', str(tmp_path / 'polyu'), '--lq-suffix', '_real', '--gt-suffix', '_mean', '--val-count',
-          '2', '--crop-size', '256', '--step', '256', '--out', str(tmp_path / 'out'), '--workers', '1'])
+    main([
+        'paired', '--lq',
+        str(tmp_path / 'polyu'), '--lq-suffix', '_real', '--gt-suffix', '_mean', '--val-count', '2', '--crop-size',
+        '256', '--step', '256', '--out',
+        str(tmp_path / 'out'), '--workers', '1'
+    ])
     assert 'paired: 6 source(s)' in capsys.readouterr().out
     train_names, val_names = split_pairs(names, val_count=2)
     val = read_lmdb(str(tmp_path / 'out' / 'val' / 'lq.lmdb'))

@@ -125,7 +125,8 @@ class GaussianNoiseDataset(data.Dataset):
         if self.backend not in ('disk', 'lmdb'):
             raise OptionError(f'GaussianNoiseDataset: io_backend {self.backend!r} is not supported; use {{type: disk}} '
                               f'with an image folder or {{type: lmdb}} with an LMDB.')
-        self.file_client = None  # opened on first read, so that each dataloader worker opens its own LMDB
+        self.file_client = None  # opened on first read in each process (see _read_lmdb)
+        self._client_pid = None
         self.color = opt.get('color', 'rgb')
         if self.color not in ('rgb', 'gray'):
             raise OptionError(f'GaussianNoiseDataset: color must be "rgb" or "gray", got {self.color!r}.')
@@ -202,8 +203,14 @@ class GaussianNoiseDataset(data.Dataset):
         return state
 
     def _read_lmdb(self, key, flag):
-        if self.file_client is None:
+        # an LMDB environment must not be used across fork: a dataloader worker forked after the parent read an
+        # image closes its inherited copy (py-lmdb allows one open environment per path) and opens its own
+        if self.file_client is None or self._client_pid != os.getpid():
+            if self.file_client is not None:
+                for env in self.file_client.client._client.values():
+                    env.close()
             self.file_client = FileClient('lmdb', **self.io_backend_opt)
+            self._client_pid = os.getpid()
         value = self.file_client.get(key, 'gt')
         if value is None:
             raise BadFileError(f'GaussianNoiseDataset: key {key!r} is listed in {self.lmdb_root}/meta_info.txt but not '

@@ -3,11 +3,15 @@
     python -m gradnet_arch.prep sidd-train SIDD_Medium_Srgb --out datasets/SIDD/train
     python -m gradnet_arch.prep sidd-val --noisy ValidationNoisyBlocksSrgb.mat --gt ValidationGtBlocksSrgb.mat \
         --out datasets/SIDD/val
-    python -m gradnet_arch.prep sidd-benchmark --noisy BenchmarkNoisyBlocksSrgb.mat --out datasets/SIDD/benchmark
-    python -m gradnet_arch.prep dnd dnd_2017 --out datasets/DND/input
-    python -m gradnet_arch.prep crops datasets/DIV2K/train datasets/WED --out datasets/clean/crops.lmdb
+    python -m gradnet_arch.prep sidd-benchmark --noisy BenchmarkNoisyBlocksSrgb.mat \
+        --out datasets/SIDD/benchmark/input_blocks
+    python -m gradnet_arch.prep dnd dnd_2017 --out datasets/DND/crops
+    python -m gradnet_arch.prep crops ../shared/data/train/CBSD432 --crop-size 240 --step 120 --thresh-size 24 \
+        --out datasets/CBSD432/CBSD432_sub.lmdb
     python -m gradnet_arch.prep paired --lq ../shared/data/real/PolyU --lq-suffix _real --gt-suffix _mean \
         --val-count 20 --crop-size 256 --out datasets/PolyU
+
+Give each the output path that docs/datasets.md lists: the option files expect it there.
 
 Mistakes in the input or the options end the command with exit status 2 and a one-line message; nothing is written
 then (see lmdb_writer for the atomicity and re-run rules).
@@ -102,7 +106,7 @@ def build_parser():
         'ii_bb goes into DenoisedBlocksSrgb{ii,bb} of the submission).',
         epilog=_EPILOG)
     cmd.add_argument('--noisy', required=True, metavar='MAT', help='BenchmarkNoisyBlocksSrgb.mat')
-    cmd.add_argument('--out', required=True, help='output folder of PNGs, e.g. datasets/SIDD/benchmark')
+    cmd.add_argument('--out', required=True, help='output folder of PNGs, e.g. datasets/SIDD/benchmark/input_blocks')
     _add_common(cmd, workers=False, skip_bad=False)
 
     cmd = commands.add_parser(
@@ -112,7 +116,7 @@ def build_parser():
         '{image:04d}_{box:02d}.png, 1-based. 16-bit PNGs: BasicSR\'s own reader decodes them to 8 bit.',
         epilog=_EPILOG)
     cmd.add_argument('root', help='DND folder with info.mat and images_srgb/')
-    cmd.add_argument('--out', required=True, help='output folder of PNGs, e.g. datasets/DND/input')
+    cmd.add_argument('--out', required=True, help='output folder of PNGs, e.g. datasets/DND/crops')
     cmd.add_argument('--bits', type=int, choices=(8, 16), default=16, help='PNG bit depth (default 16)')
     _add_common(cmd, skip_bad=False)
 

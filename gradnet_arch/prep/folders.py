@@ -292,8 +292,10 @@ def find_pairs(lq_dir, gt_dir=None, lq_suffix='', gt_suffix='', recursive=False)
 
 
 def handle_unpaired(unpaired, skip_bad, what='image'):
-    """DataError listing unpaired images (first five), or with `skip_bad` the messages to report as skips."""
+    """DataError listing unpaired images (first five), or with `skip_bad` report them as skips and return them."""
     if not unpaired or skip_bad:
+        for message in unpaired:
+            print(f'skipped: {message}', file=sys.stderr)
         return list(unpaired)
     shown = '; '.join(unpaired[:5]) + (f'; and {len(unpaired) - 5} more' if len(unpaired) > 5 else '')
     raise DataError(f'{len(unpaired)} unpaired {what}(s): {shown}. Add the partners, remove these files, or pass '
@@ -414,8 +416,6 @@ def prepare_paired(lq_dir,
     if outputs.up_to_date:
         report.up_to_date = True
         return report
-    for message in skipped:
-        print(f'skipped: {message}', file=sys.stderr)
     encode = functools.partial(
         encode_sources,
         color=color,

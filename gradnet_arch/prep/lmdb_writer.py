@@ -28,6 +28,7 @@ Safety rules, shared by every command of `python -m gradnet_arch.prep`:
   `overwrite` is set; the old output is then replaced only once the new one is complete.
 """
 import collections
+import contextlib
 import cv2
 import datetime
 import hashlib
@@ -104,16 +105,19 @@ class LmdbWriter:
         map_size (int | None): Initial LMDB map size in bytes; it doubles whenever a transaction does not fit.
         batch_items (int): Commit after this many images ...
         batch_bytes (int): ... or after this many encoded bytes, whichever comes first.
+        name (str | None): The path to name in messages (the final target rather than the temporary folder).
     """
 
-    def __init__(self, path, compress_level=1, map_size=None, batch_items=1000, batch_bytes=1 << 28):
+    def __init__(self, path, compress_level=1, map_size=None, batch_items=1000, batch_bytes=1 << 26, name=None):
         os.makedirs(path)
         self.path = path
+        self.name = name or path
         self.compress_level = int(compress_level)
         self.batch_items = max(1, int(batch_items))
         self.batch_bytes = max(1, int(batch_bytes))
         self.map_growths = 0
-        self.env = lmdb.open(path, map_size=int(map_size or DEFAULT_MAP_SIZE), meminit=False)
+        # no fsync per commit: an unfinished LMDB is thrown away anyway; close() syncs before the rename
+        self.env = lmdb.open(path, map_size=int(map_size or DEFAULT_MAP_SIZE), meminit=False, sync=False)
         self._meta = open(os.path.join(path, 'meta_info.txt'), 'w')
         self._pending = []  # (key, value, shape) of the open transaction
         self._pending_bytes = 0
@@ -131,7 +135,7 @@ class LmdbWriter:
         """Store already PNG-encoded bytes (encoded with this writer's compress_level) under `key`."""
         check_key(key)
         if key in self._keys:
-            raise DataError(f'two images map to the same key {key!r} in {self.path}; rename one of the sources.')
+            raise DataError(f'two images map to the same key {key!r} in {self.name}; rename one of the sources.')
         self._keys.add(key)
         self._pending.append((key, value, tuple(int(s) for s in shape)))
         self._pending_bytes += len(value)
@@ -181,9 +185,10 @@ class FolderWriter:
         compress_level (int): PNG compression level of `put_image`.
     """
 
-    def __init__(self, path, compress_level=1):
+    def __init__(self, path, compress_level=1, name=None):
         os.makedirs(path)
         self.path = path
+        self.name = name or path
         self.compress_level = int(compress_level)
         self._keys = set()
 
@@ -197,13 +202,13 @@ class FolderWriter:
     def put(self, key, value, shape=None):
         check_key(key)
         if key in self._keys:
-            raise DataError(f'two images map to the same file name {key}.png in {self.path}.')
+            raise DataError(f'two images map to the same file name {key}.png in {self.name}.')
         self._keys.add(key)
         with open(os.path.join(self.path, f'{key}.png'), 'wb') as fout:
             fout.write(value)
 
     def close(self):
-        pass
+        pass  # every file is closed as it is written
 
     def abort(self):
         pass
@@ -328,13 +333,13 @@ class AtomicOutputs:
 
     def lmdb(self, target, **kwargs):
         """An LmdbWriter for `target` (kwargs: compress_level, map_size, batch_items, batch_bytes)."""
-        writer = LmdbWriter(self._temp(target), **kwargs)
+        writer = LmdbWriter(self._temp(target), name=target, **kwargs)
         self._writers.append(writer)
         return writer
 
     def folder(self, target, **kwargs):
         """A FolderWriter for `target` (kwargs: compress_level)."""
-        writer = FolderWriter(self._temp(target), **kwargs)
+        writer = FolderWriter(self._temp(target), name=target, **kwargs)
         self._writers.append(writer)
         return writer
 
@@ -399,39 +404,48 @@ def _call(func, job):
         return False, error
 
 
-def run_jobs(func, jobs, workers=1):
+def start_pool(workers, jobs):
+    """A process pool for `run_jobs` (a context manager), or a null context giving None when one process will do.
+
+    Start it before anything starts threads (a progress bar's monitor thread), as it forks where it can: fork starts
+    workers instantly, while spawn re-imports the package (torch, BasicSR) in every worker.
+    """
+    if workers <= 1 or jobs <= 1:
+        return contextlib.nullcontext()
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context('fork' if 'fork' in methods else None).Pool(min(workers, jobs))
+
+
+def run_jobs(func, jobs, pool=None, workers=1):
     """Yield (job, result, error) for each job, in job order; `error` is the UserError func raised, else None.
 
-    With workers > 1 the jobs run in a process pool with at most 2 x workers jobs in flight, so results (encoded
-    images) never pile up in memory. Errors that are not UserErrors propagate.
+    With a pool (`start_pool`) at most 2 jobs per worker are in flight, so results (encoded images) never pile up
+    in memory. Errors that are not UserErrors propagate.
 
     Args:
-        func (callable): A picklable function of one job (top-level function or functools.partial of one).
+        func (callable): A picklable function of one job (a top-level function or a functools.partial of one).
         jobs (list): The jobs (picklable).
-        workers (int): Processes; 1 runs everything in this process.
+        pool (multiprocessing.pool.Pool | None): Worker processes; None runs everything in this process.
+        workers (int): The pool's number of processes.
     """
-    if workers <= 1 or len(jobs) <= 1:
+    if pool is None:
         for job in jobs:
             ok, value = _call(func, job)
             yield (job, value, None) if ok else (job, None, value)
         return
-    methods = multiprocessing.get_all_start_methods()
-    # fork starts workers instantly; elsewhere the default (spawn) re-imports this module in each worker
-    context = multiprocessing.get_context('fork' if 'fork' in methods else None)
-    with context.Pool(min(workers, len(jobs))) as pool:
-        pending = collections.deque()
-        todo = iter(jobs)
-        for job in todo:
-            pending.append((job, pool.apply_async(_call, (func, job))))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            job, result = pending.popleft()
-            for following in todo:  # keep the pool busy: one new job for each finished one
-                pending.append((following, pool.apply_async(_call, (func, following))))
-                break
-            ok, value = result.get()
-            yield (job, value, None) if ok else (job, None, value)
+    pending = collections.deque()
+    todo = iter(jobs)
+    for job in todo:
+        pending.append((job, pool.apply_async(_call, (func, job))))
+        if len(pending) >= 2 * workers:
+            break
+    while pending:
+        job, result = pending.popleft()
+        for following in todo:  # keep the pool busy: one new job for each finished one
+            pending.append((following, pool.apply_async(_call, (func, following))))
+            break
+        ok, value = result.get()
+        yield (job, value, None) if ok else (job, None, value)
 
 
 def process_jobs(func, jobs, on_result, workers=1, skip_bad=False, desc=None, unit='image'):
@@ -445,8 +459,9 @@ def process_jobs(func, jobs, on_result, workers=1, skip_bad=False, desc=None, un
     """
     workers = check_positive('workers', workers)
     skipped = []
-    with tqdm(total=len(jobs), desc=desc, unit=unit, disable=None, dynamic_ncols=True) as bar:
-        for job, result, error in run_jobs(func, jobs, workers):
+    with start_pool(workers, len(jobs)) as pool, tqdm(
+            total=len(jobs), desc=desc, unit=unit, disable=None, dynamic_ncols=True) as bar:
+        for job, result, error in run_jobs(func, jobs, pool, workers):
             if error is not None:
                 if not (skip_bad and isinstance(error, (DataError, ImageReadError))):
                     raise error

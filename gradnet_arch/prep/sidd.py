@@ -178,8 +178,10 @@ def load_mat_variable(path, variable):
         try:
             with h5py.File(path, 'r') as mat:
                 names = sorted(k for k in mat.keys() if not k.startswith('#'))
-                if variable not in names or not isinstance(mat[variable], h5py.Dataset):
+                if variable not in names:
                     raise BadFileError(f'{path} has no variable {variable!r} (it has {names}); is this the right file?')
+                if not isinstance(mat[variable], h5py.Dataset):
+                    raise BadFileError(f'{path}: {variable!r} is a MATLAB struct or cell, not an array.')
                 # h5py shows MATLAB's column-major arrays with their axes reversed
                 return mat[variable][()].transpose()
         except (OSError, KeyError) as error:
@@ -212,9 +214,11 @@ def load_blocks(path, variable):
 def _encode_blocks(job, compress_level):
     """Encode all blocks of one image: job = (image index, [array (blocks, H, W, 3) RGB per output])."""
     image, arrays = job
-    return [(block_key(image,
-                       block), [encode_png(np.ascontiguousarray(a[block][..., ::-1]), compress_level) for a in arrays])
-            for block in range(arrays[0].shape[0])]
+    records = []
+    for block in range(arrays[0].shape[0]):
+        encoded = [encode_png(np.ascontiguousarray(array[block][..., ::-1]), compress_level) for array in arrays]
+        records.append((block_key(image, block), encoded))
+    return records
 
 
 def prepare_sidd_val(noisy_mat,
