@@ -14,6 +14,7 @@ The last one is also installed when the plugin is imported on a machine without 
 (`install_cpu_dist_fallback`), so upstream's own `basicsr/train.py --launcher pytorch` runs on gloo there; on CUDA
 machines nothing is swapped outside the entry points.
 """
+import atexit
 import collections
 import contextlib
 import os
@@ -68,6 +69,14 @@ def init_dist(launcher, backend='nccl', **kwargs):
         raise OptionError('--launcher pytorch expects the environment set by torchrun (RANK, WORLD_SIZE, ...). '
                           'Start with: torchrun --nproc_per_node=N -m gradnet_arch.train -opt X.yml --launcher pytorch')
     dist.init_process_group(backend='gloo', **kwargs)
+    # BasicSR never destroys the process group; a gloo group still alive at interpreter exit can abort the process
+    # ("terminate called without an active exception") once its rank finishes before the others.
+    atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @contextlib.contextmanager
