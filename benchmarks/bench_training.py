@@ -142,15 +142,13 @@ def bare_run(folder, stage1, iters, device):
     net = build_network(network(stage1)).to(device).train()
     optimizer = torch.optim.Adam(net.own_parameters(), lr=1e-3)
     grad_loss = GradientConsistencyLoss(loss_weight=0.1).to(device)
-    loader = torch.utils.data.DataLoader(
-        build_dataset(dataset_opt(folder)), batch_size=BATCH, shuffle=True, num_workers=1, drop_last=True)
-
-    def batches():  # epochs back to back, like BasicSR's enlarged sampler
-        while True:
-            yield from loader
+    dataset = build_dataset(dataset_opt(folder))
+    # as many random samples as the run needs (BasicSR's enlarged sampler does the same for its loop)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=iters * BATCH)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=1, drop_last=True)
 
     start = None
-    for i, batch in enumerate(batches(), 1):
+    for i, batch in enumerate(loader, 1):
         if i == WARMUP + 1:
             if device == 'cuda':
                 torch.cuda.synchronize()
