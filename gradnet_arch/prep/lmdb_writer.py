@@ -93,7 +93,32 @@ def read_meta_info(lmdb_path):
         return [line.split('.')[0] for line in fin if line.strip()]
 
 
-class LmdbWriter:
+class _ImageSink:
+    """What both writers share: a new folder, unique valid keys, and PNG encoding with one compression level."""
+
+    def __init__(self, path, compress_level=1, name=None):
+        os.makedirs(path)
+        self.path = path
+        self.name = name or path
+        self.compress_level = int(compress_level)
+        self._keys = set()
+
+    def __len__(self):
+        return len(self._keys)
+
+    def put_image(self, key, img):
+        """PNG-encode `img` (BGR or grey, uint8 or uint16) and store it under `key`."""
+        value, shape = encode_png(img, self.compress_level)
+        self.put(key, value, shape)
+
+    def _claim(self, key, what):
+        check_key(key)
+        if key in self._keys:
+            raise DataError(f'two images map to the same {what} in {self.name}; rename one of the sources.')
+        self._keys.add(key)
+
+
+class LmdbWriter(_ImageSink):
     """Stream images into a new BasicSR LMDB folder.
 
     Use it through `AtomicOutputs.lmdb`, which points it at a temporary folder and renames the folder into place
@@ -109,10 +134,7 @@ class LmdbWriter:
     """
 
     def __init__(self, path, compress_level=1, map_size=None, batch_items=1000, batch_bytes=1 << 26, name=None):
-        os.makedirs(path)
-        self.path = path
-        self.name = name or path
-        self.compress_level = int(compress_level)
+        super().__init__(path, compress_level, name)
         self.batch_items = max(1, int(batch_items))
         self.batch_bytes = max(1, int(batch_bytes))
         self.map_growths = 0
@@ -121,22 +143,10 @@ class LmdbWriter:
         self._meta = open(os.path.join(path, 'meta_info.txt'), 'w')
         self._pending = []  # (key, value, shape) of the open transaction
         self._pending_bytes = 0
-        self._keys = set()
-
-    def __len__(self):
-        return len(self._keys)
-
-    def put_image(self, key, img):
-        """PNG-encode `img` (BGR or grey, uint8 or uint16) and store it under `key`."""
-        value, shape = encode_png(img, self.compress_level)
-        self.put(key, value, shape)
 
     def put(self, key, value, shape):
         """Store already PNG-encoded bytes (encoded with this writer's compress_level) under `key`."""
-        check_key(key)
-        if key in self._keys:
-            raise DataError(f'two images map to the same key {key!r} in {self.name}; rename one of the sources.')
-        self._keys.add(key)
+        self._claim(key, f'key {key!r}')
         self._pending.append((key, value, tuple(int(s) for s in shape)))
         self._pending_bytes += len(value)
         if len(self._pending) >= self.batch_items or self._pending_bytes >= self.batch_bytes:
@@ -177,7 +187,7 @@ class LmdbWriter:
         self._meta.close()
 
 
-class FolderWriter:
+class FolderWriter(_ImageSink):
     """Write PNG-encoded images as `{key}.png` files into a new folder (for inference inputs).
 
     Args:
@@ -185,25 +195,8 @@ class FolderWriter:
         compress_level (int): PNG compression level of `put_image`.
     """
 
-    def __init__(self, path, compress_level=1, name=None):
-        os.makedirs(path)
-        self.path = path
-        self.name = name or path
-        self.compress_level = int(compress_level)
-        self._keys = set()
-
-    def __len__(self):
-        return len(self._keys)
-
-    def put_image(self, key, img):
-        value, shape = encode_png(img, self.compress_level)
-        self.put(key, value, shape)
-
     def put(self, key, value, shape=None):
-        check_key(key)
-        if key in self._keys:
-            raise DataError(f'two images map to the same file name {key}.png in {self.name}.')
-        self._keys.add(key)
+        self._claim(key, f'file name {key}.png')
         with open(os.path.join(self.path, f'{key}.png'), 'wb') as fout:
             fout.write(value)
 
