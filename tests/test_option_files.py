@@ -143,6 +143,11 @@ def stand_in_data(dataset, root):
         else:
             dataset['dataroot_gt'] = write_images(
                 os.path.join(root, 'gt'), 2, height=size, width=size + 4, channels=channels)
+            if dataset.get('meta_info_file'):  # a subset list shipped with the options: it exists, then list stand-ins
+                assert os.path.isfile(os.path.join(REPO, dataset['meta_info_file'])), dataset['meta_info_file']
+                dataset['meta_info_file'] = os.path.join(root, 'meta_info.txt')
+                with open(dataset['meta_info_file'], 'w') as fout:
+                    fout.write(''.join(f'{name}\n' for name in sorted(os.listdir(dataset['dataroot_gt']))))
         return images, channels
     if kind == 'PairedImageDataset':
         gt = {f'{i:04d}_{j:02d}': synthetic_image(10 * i + j, size, size + 4) for i in range(2) for j in range(2)}
