@@ -16,11 +16,14 @@ from gradnet_arch.archs import GradNet, MSKResNet, Sobel  # noqa: E402
 from gradnet_arch.compat import install_cpu_dist_fallback  # noqa: E402
 from gradnet_arch.data import GaussianNoiseDataset  # noqa: E402
 from gradnet_arch.losses import GradientConsistencyLoss  # noqa: E402
+from gradnet_arch.metrics import region_psnr  # noqa: E402,F401  (METRIC_REGISTRY: calculate_psnr_texture/_smooth)
 from gradnet_arch.models import GradNetModel  # noqa: E402
+from gradnet_arch.pretrained import load_pretrained  # noqa: E402
 from gradnet_arch.version import __version__  # noqa: E402
 
 install_cpu_dist_fallback()
 
 __all__ = [
-    'GradNet', 'MSKResNet', 'Sobel', 'GradientConsistencyLoss', 'GradNetModel', 'GaussianNoiseDataset', '__version__'
+    'GradNet', 'MSKResNet', 'Sobel', 'GradientConsistencyLoss', 'GradNetModel', 'GaussianNoiseDataset',
+    'load_pretrained', '__version__'
 ]

@@ -1,0 +1,207 @@
+"""Reading and writing network checkpoints (`.pth` in BasicSR's format, or `.safetensors`) without running pickles.
+
+A `.pth` checkpoint is what BasicSR's `save_network` writes, `{'params': state_dict, 'params_ema': state_dict}`, plus
+two optional keys that BasicSR's `load_network` ignores: `network_g` (the network's option dict, as in an option
+YAML) and `meta` (name, colour, noise level, ...). A `.safetensors` file holds one state dict under its plain names;
+the rest goes into its string metadata: `param_key`, `network_g` and `meta` (JSON) and `format: pt`.
+"""
+import json
+import os
+import pickle
+import torch
+import warnings
+
+from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError
+from gradnet_arch.pretrained.safetensors_io import read_safetensors, write_safetensors
+
+EXTENSIONS = ('.pth', '.pt', '.safetensors')
+INFO_KEYS = ('network_g', 'meta')
+PARAM_KEY_ORDER = ('params_ema', 'params')
+
+
+def is_safetensors(path):
+    return str(path).lower().endswith('.safetensors')
+
+
+def save_checkpoint(path, params, params_ema=None, network_opt=None, meta=None):
+    """Write a checkpoint that `read_checkpoint`, `load_pretrained` and BasicSR's `load_network` all read.
+
+    The format follows the extension: `.pth`/`.pt` (torch.save of BasicSR's dict) or `.safetensors` (one state dict:
+    `params_ema` when given, else `params`). The file is written to a temporary name and renamed into place.
+
+    Args:
+        path (str): Output file.
+        params (dict[str, Tensor]): The trained weights (BasicSR's `params`).
+        params_ema (dict[str, Tensor] | None): The EMA weights (`params_ema`). Passing the same dict as `params`
+            costs no space in a `.pth`: torch.save writes tensors shared by both keys once. Default: None.
+        network_opt (dict | None): The network's option dict (`type` plus arch options, as a YAML's `network_g`),
+            so that the file alone is enough to build the network. Default: None.
+        meta (dict | None): Plain, JSON-compatible information (name, colour, sigma, ...). Default: None.
+    """
+    path = os.path.expanduser(str(path))
+    if not path.lower().endswith(EXTENSIONS):
+        raise OptionError(f'Checkpoint name {path} must end with {" or ".join(EXTENSIONS)} (the extension picks the '
+                          f'format).')
+    meta = dict(meta or {})
+    _check_plain(meta, 'meta')
+    if network_opt is not None:
+        if not isinstance(network_opt, dict) or 'type' not in network_opt:
+            raise OptionError('network_opt must be an option dict with a `type` (a YAML\'s network_g).')
+        _check_plain(network_opt, 'network_opt')
+    states = {'params': params, 'params_ema': params_ema}
+    for key, state in states.items():
+        if state is not None and not _is_state_dict(state):
+            raise OptionError(f'{key} must be a non-empty dict of tensors (a state_dict()).')
+    if params is None and params_ema is None:
+        raise OptionError('save_checkpoint needs params, params_ema or both.')
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    if is_safetensors(path):
+        param_key = 'params_ema' if params_ema is not None else 'params'
+        metadata = {'format': 'pt', 'param_key': param_key, 'meta': json.dumps(meta)}
+        if network_opt is not None:
+            metadata['network_g'] = json.dumps(network_opt)
+        write_safetensors(path, _detached(states[param_key]), metadata)
+        return
+    # Tensors shared by `params` and `params_ema` must stay shared for torch.save to store them once.
+    memo = {}
+    ckpt = {key: _detached(state, memo) for key, state in states.items() if state is not None}
+    if network_opt is not None:
+        ckpt['network_g'] = network_opt
+    ckpt['meta'] = meta
+    tmp_path = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(tmp_path, 'wb') as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def read_checkpoint(path):
+    """Read a checkpoint safely: torch's weights_only unpickler for `.pth`, the plain format for `.safetensors`.
+
+    Args:
+        path (str): A `.pth`/`.pt` file in BasicSR's format or a bare state dict, or a `.safetensors` file.
+
+    Returns:
+        dict: `params` and/or `params_ema` (and any other state dict the file holds under its own key), each a
+        dict of tensors; `network_g` (dict | None), the embedded network options; `meta` (dict).
+
+    Raises:
+        MissingFileError: No such file.
+        BadFileError: Unreadable, corrupt or truncated; or a pickle holding anything but tensors and plain
+            containers (such a file could run code when unpickled, so it is refused, not executed).
+    """
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise MissingFileError(f'Checkpoint not found: {path}. Check the path (or, for a shipped model, the name).')
+    if is_safetensors(path):
+        return _read_safetensors_checkpoint(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it was not written with; irrelevant here
+            warnings.simplefilter('ignore', UserWarning)
+            obj = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        # The safe unpickler names the class or function it refused to import ("GLOBAL module.name").
+        refused = next((line.strip() for line in str(error).splitlines() if 'GLOBAL' in line), None)
+        if refused is None:
+            raise _corrupt(path, error) from None
+        raise BadFileError(f'Refusing to load {path}: besides tensors and plain containers it references Python code '
+                           f'({refused[:200]}), which could run arbitrary code when unpickled, so it is not loaded. '
+                           f'If you made the file yourself and trust it, re-save just its state dicts with '
+                           f'gradnet_arch.pretrained.save_checkpoint.') from None
+    except Exception as error:  # zip/EOF/runtime errors of torch.load: the file is not a complete checkpoint
+        raise _corrupt(path, error) from None
+    if not isinstance(obj, dict):
+        raise BadFileError(f'Checkpoint {path} holds a {type(obj).__name__}, not a dict of state dicts.')
+    if _is_state_dict(obj):  # a bare state dict (torch.save(net.state_dict()))
+        return {'params': dict(obj), 'network_g': None, 'meta': {}}
+    ckpt = {key: dict(value) for key, value in obj.items() if key not in INFO_KEYS and _is_state_dict(value)}
+    if not ckpt:
+        raise BadFileError(
+            f'Checkpoint {path} holds no state dict: its top-level keys are {sorted(map(str, obj))[:10]} '
+            f'and none is a dict of tensors. Is it a training state (.state) instead of a network?')
+    network_opt = obj.get('network_g')
+    ckpt['network_g'] = dict(network_opt) if isinstance(network_opt, dict) else None
+    ckpt['meta'] = dict(obj['meta']) if isinstance(obj.get('meta'), dict) else {}
+    return ckpt
+
+
+def param_keys(ckpt):
+    """The state-dict keys of a `read_checkpoint` result (`params`, `params_ema`, ...)."""
+    return [key for key in ckpt if key not in INFO_KEYS]
+
+
+def select_state_dict(ckpt, path, param_key=None):
+    """Pick one state dict of a `read_checkpoint` result.
+
+    Args:
+        ckpt (dict): From `read_checkpoint`.
+        path (str): The file, for error messages.
+        param_key (str | None): The key; None picks `params_ema`, then `params`, then the only one there is.
+
+    Returns:
+        tuple[str, dict[str, Tensor]]: The key used and the state dict, with DDP's `module.` prefixes removed.
+    """
+    available = param_keys(ckpt)
+    if param_key is None:
+        param_key = next((key for key in PARAM_KEY_ORDER if key in ckpt), available[0] if len(available) == 1 else None)
+        if param_key is None:
+            raise CheckpointKeyError(f'Checkpoint {path} has several state dicts ({", ".join(available)}) and none is '
+                                     f'params_ema or params; pass param_key= one of them.')
+    elif param_key not in available:
+        raise CheckpointKeyError(f'Checkpoint {path} has no param_key {param_key!r}; available: '
+                                 f'{", ".join(available)}. Pass one of them (or param_key=None for params_ema, '
+                                 f'else params).')
+    state = ckpt[param_key]
+    return param_key, {key[7:] if key.startswith('module.') else key: value for key, value in state.items()}
+
+
+def _read_safetensors_checkpoint(path):
+    tensors, metadata = read_safetensors(path)
+    param_key = metadata.get('param_key', 'params')
+    info = {}
+    for key in INFO_KEYS:
+        try:
+            info[key] = json.loads(metadata[key]) if key in metadata else None
+        except ValueError as error:
+            raise BadFileError(f'safetensors file {path}: its {key!r} metadata is not valid JSON ({error}).') from None
+    if info['network_g'] is not None and not isinstance(info['network_g'], dict):
+        raise BadFileError(f'safetensors file {path}: its network_g metadata is not a JSON object.')
+    return {param_key: tensors, 'network_g': info['network_g'], 'meta': info['meta'] or {}}
+
+
+def _corrupt(path, error):
+    # torch's messages run to many lines of advice that does not apply here; the first line carries the reason.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line for line in lines if 'Unsupported operand' in line), lines[0] if lines else '')
+    return BadFileError(f'Cannot read checkpoint {path}: {type(error).__name__}: {reason[:200]}. The file is corrupt, '
+                        f'truncated or not a PyTorch checkpoint.')
+
+
+def _is_state_dict(obj):
+    return isinstance(obj, dict) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _detached(state, memo=None):
+    memo = {} if memo is None else memo
+    out = {}
+    for key, tensor in state.items():
+        if id(tensor) not in memo:
+            memo[id(tensor)] = tensor.detach().cpu()
+        out[key] = memo[id(tensor)]
+    return out
+
+
+def _check_plain(obj, what):
+    """Options and metadata must survive JSON (safetensors) and torch's weights_only unpickler (.pth)."""
+    try:
+        json.dumps(obj, allow_nan=True)
+    except (TypeError, ValueError) as error:
+        raise OptionError(
+            f'{what} must hold only dicts, lists, strings, numbers, booleans and None: {error}.') from None

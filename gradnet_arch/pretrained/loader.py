@@ -1,0 +1,176 @@
+"""`load_pretrained`: a ready-to-run network from a shipped model name or a checkpoint file."""
+import copy
+import difflib
+import os
+import torch
+
+from gradnet_arch.archs.predenoiser import load_into
+from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError, UserError
+from gradnet_arch.pretrained import zoo
+from gradnet_arch.pretrained.checkpoint_io import read_checkpoint, select_state_dict
+
+
+def load_pretrained(name_or_path=None, device='cpu', param_key=None, network_opt=None, strict=True, weights_dir=None):
+    """Build a network and load its weights, ready for inference.
+
+    Args:
+        name_or_path (str | None): A shipped model name (see `list_pretrained()`) or a checkpoint file: `.pth` in
+            BasicSR's format (`params` / `params_ema`, a bare state dict also works) or `.safetensors`. None takes
+            the checkpoint from the option YAML given as `network_opt` (its `path.pretrain_network_g`).
+        device (str | torch.device): 'cpu', 'cuda', 'cuda:1', ... Default: 'cpu'.
+        param_key (str | None): The state dict to load; None picks `params_ema` if present, else `params`.
+        network_opt (dict | str | None): The network's options: a dict like a YAML's `network_g` (any arch in
+            BasicSR's ARCH_REGISTRY), or the path of a BasicSR option YAML (its `network_g`, and its
+            `path.pretrain_network_g` / `path.param_key_g` when `name_or_path` is None). Needed only when the file
+            does not embed its options (files written by `save_checkpoint` and the shipped models do); it overrides
+            embedded ones. For a GradNet, `predenoiser.pretrained` is ignored: the pre-denoiser's weights are part of
+            the GradNet state dict. Default: None.
+        strict (bool): Require the file's keys to match the network's exactly (shapes must match either way).
+        weights_dir (str | None): Folder of the shipped models' manifest; default $GRADNET_WEIGHTS_DIR or the
+            package's own. Default: None.
+
+    Returns:
+        nn.Module: The network on `device`, in eval mode, with `requires_grad_(False)`. Its attribute
+        `pretrained_info` holds `source` (file), `name` (shipped name or None), `param_key`, `network_g` and `meta`.
+    """
+    device = resolve_device(device)
+    net_opt, yaml_path = network_options(network_opt)
+    if name_or_path is None:
+        name_or_path = yaml_path.get('pretrain_network_g')
+        if name_or_path is None:
+            raise OptionError('load_pretrained needs a shipped model name or a checkpoint path (or an option YAML as '
+                              'network_opt whose path.pretrain_network_g names the checkpoint).')
+        yaml_key = yaml_path.get('param_key_g')
+    else:
+        yaml_key = None
+    name, path = _resolve_source(name_or_path, weights_dir)
+    ckpt = read_checkpoint(path)
+    if param_key is None and yaml_key is not None:
+        param_key = yaml_key
+        if yaml_key not in ckpt and 'params' in ckpt:  # BasicSR's rule for an option file's key: fall back to params
+            param_key = 'params'
+    param_key, state = select_state_dict(ckpt, path, param_key)
+    from_file = net_opt is None
+    if from_file:
+        net_opt = ckpt['network_g']
+        if net_opt is None:
+            raise OptionError(f'Checkpoint {path} does not embed its network options (no network_g); pass '
+                              f'network_opt= a dict like a YAML\'s network_g (e.g. {{"type": "GradNet", "num_in_ch": '
+                              f'3, ...}}) or the path of the option YAML it was trained with.')
+    net = build_from_options(net_opt)
+    load_state(net, state, path, strict, from_file)
+    net.requires_grad_(False)
+    net.eval()
+    net.to(device)
+    net.pretrained_info = {
+        'source': path,
+        'name': name,
+        'param_key': param_key,
+        'network_g': copy.deepcopy(net_opt),
+        'meta': ckpt['meta']
+    }
+    return net
+
+
+def resolve_device(device):
+    """`device` as a torch.device, with a clear error when it does not exist on this machine."""
+    if device is None:
+        return torch.device('cpu')
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise OptionError(f'Unknown device {device!r}: use "cpu", "cuda", "cuda:N" or a torch.device.') from None
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise OptionError(f'device {str(device)!r} was asked for but PyTorch sees no CUDA GPU here '
+                              f'(torch.cuda.is_available() is False). Use device="cpu" or a CUDA build of PyTorch.')
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise OptionError(
+                f'device {str(device)!r} does not exist: PyTorch sees {torch.cuda.device_count()} GPU(s), '
+                f'cuda:0 to cuda:{torch.cuda.device_count() - 1}.')
+    elif device.type == 'mps' and not torch.backends.mps.is_available():
+        raise OptionError('device "mps" was asked for but PyTorch has no MPS backend here. Use device="cpu".')
+    return device
+
+
+def build_from_options(opt):
+    """Build any registered arch from its option dict (`type` + options), with a GradNet's pre-denoiser left
+    unloaded (its weights come with the GradNet state dict)."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    import gradnet_arch.archs  # noqa: F401  (registers GradNet and MSKResNet)
+
+    if not isinstance(opt, dict) or 'type' not in opt:
+        raise OptionError(f'network_opt must be an option dict with a `type` naming a registered arch (a YAML\'s '
+                          f'network_g), got {str(opt)[:200]}.')
+    opt = copy.deepcopy(dict(opt))
+    arch = opt.pop('type')
+    if arch not in ARCH_REGISTRY:
+        names = sorted(name for name, _ in ARCH_REGISTRY)
+        close = difflib.get_close_matches(str(arch), names, n=1)
+        hint = f' Did you mean {close[0]!r}?' if close else ''
+        raise OptionError(f'network type {arch!r} is not a registered arch.{hint} Registered: {", ".join(names)}.')
+    if isinstance(opt.get('predenoiser'), dict):
+        opt['predenoiser']['pretrained'] = None
+    try:
+        return ARCH_REGISTRY.get(arch)(**opt)
+    except UserError:
+        raise
+    except TypeError as error:  # another arch's constructor given an option it does not take
+        raise OptionError(f'Cannot build {arch} from the options {opt}: {error}.') from None
+
+
+def network_options(network_opt):
+    """(network_g dict or None, the YAML's `path` section or {}) from `network_opt`."""
+    if network_opt is None:
+        return None, {}
+    if isinstance(network_opt, dict):
+        opt = copy.deepcopy(dict(network_opt))
+        if 'type' not in opt and isinstance(opt.get('network_g'), dict):  # a whole option dict
+            return opt['network_g'], dict(opt.get('path') or {})
+        return opt, {}
+    if not isinstance(network_opt, (str, os.PathLike)):
+        raise OptionError(f'network_opt must be a dict (a YAML\'s network_g) or an option YAML path, got '
+                          f'{type(network_opt).__name__}.')
+    import yaml
+
+    path = os.path.expanduser(str(network_opt))
+    if not os.path.isfile(path):
+        raise MissingFileError(f'Option file not found: {path}. Pass an existing BasicSR option YAML or a dict.')
+    try:
+        with open(path, encoding='utf-8') as f:
+            opt = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise BadFileError(f'Cannot read option file {path}: {error}') from None
+    if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
+        raise OptionError(f'Option file {path} has no network_g section (the network\'s options).')
+    return opt['network_g'], dict(opt.get('path') or {})
+
+
+def _resolve_source(name_or_path, weights_dir):
+    """(shipped name or None, checkpoint path); a shipped file is checked against its manifest checksum."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise OptionError(f'name_or_path must be a model name or a file path, got {type(name_or_path).__name__}.')
+    text = str(name_or_path)
+    if zoo.model_info(text, weights_dir) is not None:
+        return text, zoo.shipped_path(text, weights_dir)
+    path = os.path.expanduser(text)
+    if not os.path.isfile(path):
+        raise MissingFileError(zoo.unknown_name_message(text, weights_dir))
+    return None, path
+
+
+def load_state(net, state, path, strict, from_file):
+    """Load with an error listing missing/unexpected keys and shape mismatches."""
+    if getattr(net, 'predenoiser', None) is not None and not any(key.startswith('predenoiser.') for key in state):
+        raise CheckpointKeyError(
+            f'Checkpoint {path} holds no pre-denoiser weights (keys predenoiser.*), so it is not a full GradNet '
+            f'checkpoint: a GradNet loaded from it would run a random pre-denoiser. A stage-1 checkpoint loads with '
+            f'network_opt type MSKResNet; a GradNet needs its stage-2 checkpoint (net_g_*.pth of the GradNet run).')
+    try:
+        load_into(net, state, path, strict=strict, what='network')
+    except OptionError as error:
+        if from_file:
+            raise BadFileError(f'{error}\nThe network options embedded in the file (network_g) do not fit its '
+                               f'weights; pass network_opt= with the right ones.') from None
+        raise CheckpointKeyError(str(error)) from None

@@ -1,0 +1,131 @@
+"""The model side of a submission: load a network from a SPEC, denoise one RGB array at a time, time it."""
+import numpy as np
+import time
+import torch
+
+from gradnet_arch.errors import DataError, OptionError
+
+YAML_EXTENSIONS = ('.yml', '.yaml')
+
+
+def resolve_device(device):
+    """`'auto'` (or None) -> cuda if available, else cpu; any other name is checked by gradnet_arch.pretrained."""
+    if device in (None, 'auto'):
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    from gradnet_arch.pretrained import resolve_device as checked_device
+
+    return checked_device(device)
+
+
+def load_model(spec, device='cpu', network_opt=None, param_key=None):
+    """The network named by `spec`, in eval mode on `device`, loaded through gradnet_arch.pretrained.
+
+    Args:
+        spec (str): A shipped model name, a checkpoint (.pth / .safetensors; its embedded options are used) or a
+            BasicSR option YAML (its network_g and path.pretrain_network_g).
+        device (str | torch.device): Where the network runs.
+        network_opt (str | dict | None): The network's options (a YAML's path or a network_g dict) for a checkpoint
+            that does not embed them.
+        param_key (str | None): State-dict key in the checkpoint (None: params_ema if present, else params).
+
+    Returns:
+        nn.Module: The network, gradients off.
+    """
+    from gradnet_arch.pretrained import load_pretrained
+
+    if isinstance(spec, str) and spec.lower().endswith(YAML_EXTENSIONS):
+        if network_opt is not None:
+            raise OptionError(f'--model {spec} is an option YAML, which already names the network; drop '
+                              f'--network-opt.')
+        return load_pretrained(None, device=device, param_key=param_key, network_opt=spec)
+    return load_pretrained(spec, device=device, param_key=param_key, network_opt=network_opt)
+
+
+def load_net(model, device='auto', network_opt=None, param_key=None):
+    """(network in eval mode on the device, the device) for `model`: a SPEC for load_model or an nn.Module."""
+    device = resolve_device(device)
+    if isinstance(model, torch.nn.Module):
+        if network_opt is not None or param_key is not None:
+            raise OptionError('network_opt and param_key apply to a model SPEC, not to a network already loaded.')
+        return model.eval().requires_grad_(False).to(device), device
+    if not isinstance(model, str) or not model:
+        raise OptionError(f'the model must be a shipped name, a checkpoint path or an option YAML, got {model!r}.')
+    return load_model(model, device, network_opt, param_key), device
+
+
+def input_channels(net):
+    """Channels the network takes: its `num_in_ch` if it has one, else the first convolution's input channels."""
+    channels = getattr(net, 'num_in_ch', None)
+    if isinstance(channels, int):
+        return channels
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return module.in_channels
+    return None  # unknown: the forward pass will tell
+
+
+def check_rgb_model(net, benchmark):
+    """OptionError unless `net` takes 3-channel images (SIDD and DND are colour benchmarks)."""
+    channels = input_channels(net)
+    if channels not in (None, 3):
+        raise OptionError(f'{benchmark} is a colour (RGB) benchmark but the model {type(net).__name__} takes '
+                          f'{channels}-channel images; use a colour model (e.g. gradnet_color_sigma25 or a '
+                          f'checkpoint trained with num_in_ch: 3).')
+
+
+class Denoiser:
+    """Runs a network on single H x W x 3 RGB float images in [0, 1] and adds up the time spent per megapixel.
+
+    The whole array goes through the network at once, in float32 (no tiling, no padding), and the output is clamped
+    to [0, 1], as BasicSR's tensor2img does before quantising.
+
+    Args:
+        net (nn.Module): The network (eval mode).
+        device (torch.device): Where `net` lives.
+    """
+
+    def __init__(self, net, device):
+        self.net = net
+        self.device = torch.device(device)
+        self.seconds = 0.0
+        self.megapixels = 0.0
+
+    def __call__(self, img):
+        """Denoise `img` (H x W x 3 float32 RGB in [0, 1]); returns the same layout, float32, clamped to [0, 1]."""
+        start = time.perf_counter()
+        tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))[None]
+        with torch.inference_mode():
+            try:
+                out = self.net(tensor.to(self.device))
+            except RuntimeError as error:
+                if 'out of memory' in str(error):
+                    raise DataError(f'the device ran out of memory on a {img.shape[0]}x{img.shape[1]} image; use '
+                                    f'a larger device or --device cpu.') from None
+                raise
+            if isinstance(out, (list, tuple)):  # some BasicSR archs return (output, extras)
+                out = out[0]
+            out = out.float().clamp_(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+        # the clock includes the copies to and from the device: what a user of the method would wait for
+        self.seconds += time.perf_counter() - start
+        self.megapixels += img.shape[0] * img.shape[1] / 1e6
+        if out.shape != img.shape:
+            raise DataError(f'the model turned a {img.shape} image into {out.shape}; a denoiser must keep the size '
+                            f'and channels (is this a super-resolution model?).')
+        return np.ascontiguousarray(out)
+
+    @property
+    def seconds_per_megapixel(self):
+        """Measured seconds per megapixel so far (0 before the first image)."""
+        return self.seconds / self.megapixels if self.megapixels else 0.0
+
+
+def method_defaults(net=None):
+    """SIDD's OptionalData defaults: GradNet's paper for a GradNet (or no model), the class name otherwise."""
+    name = 'GradNet' if net is None else type(net).__name__
+    if name != 'GradNet':
+        return dict(MethodName=name, Authors='', PaperTitle='', Venue='')
+    return dict(
+        MethodName='GradNet',
+        Authors='Liu, Anwar, Zheng, Tian',
+        PaperTitle='GradNet Image Denoising',
+        Venue='CVPR 2020 Workshops')

@@ -1,0 +1,554 @@
+"""Pretrained weights: safe checkpoint I/O (.pth, .safetensors), the shipped models, scripts/package_weights.py."""
+import copy
+import importlib.util
+import json
+import os
+import pickle
+import pytest
+import struct
+import torch
+import yaml
+from basicsr.archs import build_network
+from basicsr.models.base_model import BaseModel
+from conftest import REPO, run_python
+from tiny_options import TINY_NET, make_test_options, write_yaml
+
+import gradnet_arch
+from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError
+from gradnet_arch.pretrained import (list_pretrained, load_pretrained, read_checkpoint, read_safetensors,
+                                     save_checkpoint, write_safetensors, zoo)
+
+EXPECTED_SHIPPED = ('gradnet_color_sigma25', 'gradnet_gray_sigma25')
+
+
+def gradnet_opt(channels=3):
+    net = dict(TINY_NET, num_in_ch=channels)
+    return dict(net, type='GradNet', global_residual=True, predenoiser=dict(net, type='MSKResNet', pretrained=None))
+
+
+def make_net(opt, seed):
+    """A net built by BasicSR's own build_network, with random weights and BatchNorm statistics."""
+    torch.manual_seed(seed)
+    net = build_network(opt)
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            if name.endswith('running_mean'):
+                buf.uniform_(-0.1, 0.1)
+            elif name.endswith('running_var'):
+                buf.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def run(net, channels=3, size=32):
+    torch.manual_seed(123)
+    with torch.no_grad():
+        return net(torch.rand(1, channels, size, size))
+
+
+@pytest.fixture(scope='module')
+def nets():
+    """(network_g, training net, EMA net) of a tiny colour GradNet whose two weight sets differ."""
+    opt = gradnet_opt()
+    return opt, make_net(opt, 1), make_net(opt, 2)
+
+
+def save_gradnet(path, nets, **kwargs):
+    opt, net, ema = nets
+    kwargs.setdefault('network_opt', opt)
+    save_checkpoint(str(path), net.state_dict(), ema.state_dict(), **kwargs)
+    return str(path)
+
+
+# ---------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize('ext', ['.pth', '.safetensors'])
+def test_round_trip_outputs_identical(tmp_path, nets, ext):
+    opt, net, ema = nets
+    path = save_gradnet(tmp_path / f'g{ext}', nets, meta={'name': 'tiny', 'sigma': 25})
+    loaded = load_pretrained(path)
+    assert type(loaded).__name__ == 'GradNet' and not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert loaded.predenoiser is not None and not loaded.predenoiser.training
+    assert torch.equal(run(loaded), run(ema))  # params_ema is the default, pre-denoiser included
+    assert torch.equal(loaded.predenoiser.head[0].weight, ema.predenoiser.head[0].weight)
+    info = loaded.pretrained_info
+    assert info['param_key'] == 'params_ema' and info['meta'] == {'name': 'tiny', 'sigma': 25}
+    assert info['network_g'] == opt and info['source'] == path and info['name'] is None
+    ckpt = read_checkpoint(path)
+    assert ckpt['network_g'] == opt and ckpt['meta']['sigma'] == 25
+    if ext == '.pth':  # both weight sets are kept; safetensors holds one state dict
+        assert torch.equal(run(load_pretrained(path, param_key='params')), run(net))
+        assert set(ckpt) == {'params', 'params_ema', 'network_g', 'meta'}
+    else:
+        assert set(ckpt) == {'params_ema', 'network_g', 'meta'}
+        _, metadata = read_safetensors(path)
+        assert metadata['format'] == 'pt' and metadata['param_key'] == 'params_ema'
+        assert json.loads(metadata['network_g']) == opt and json.loads(metadata['meta'])['name'] == 'tiny'
+
+
+def test_safetensors_without_ema_stores_params(tmp_path, nets):
+    opt, net, _ = nets
+    path = str(tmp_path / 'p.safetensors')
+    save_checkpoint(path, net.state_dict(), network_opt=opt)
+    assert read_safetensors(path)[1]['param_key'] == 'params'
+    assert torch.equal(run(load_pretrained(path)), run(net))
+
+
+def test_safetensors_dtypes_shapes_and_official_reader(tmp_path):
+    torch.manual_seed(0)
+    tensors = {
+        'f32': torch.randn(3, 4),
+        'f16': torch.randn(5).half(),
+        'bf16': torch.randn(2, 3).bfloat16(),
+        'f64': torch.randn(2, dtype=torch.float64),
+        'i64': torch.tensor(7),  # 0-d, like BatchNorm's num_batches_tracked
+        'i32': torch.arange(-3, 3, dtype=torch.int32),
+        'i16': torch.tensor([-2, 300], dtype=torch.int16),
+        'i8': torch.tensor([-128, 127], dtype=torch.int8),
+        'u8': torch.tensor([0, 255], dtype=torch.uint8),
+        'bool': torch.tensor([True, False, True]),
+        'empty': torch.zeros(0, 3),
+        'strided': torch.arange(12.).reshape(3, 4).t(),  # non-contiguous
+    }
+    path = str(tmp_path / 'd.safetensors')
+    write_safetensors(path, tensors, {'k': 'v'})
+    with open(path, 'rb') as f:
+        header_len = struct.unpack('<Q', f.read(8))[0]
+        header = json.loads(f.read(header_len))
+    assert header_len % 8 == 0 and header['bf16']['dtype'] == 'BF16' and header['i64']['shape'] == []
+    back, metadata = read_safetensors(path)
+    assert metadata == {'k': 'v'} and list(back) == list(tensors)
+    for name, tensor in tensors.items():
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
+    official = pytest.importorskip('safetensors.torch')
+    theirs = official.load_file(path)
+    assert all(torch.equal(theirs[k], v) for k, v in tensors.items())
+    official.save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / 'o.safetensors'), {'a': 'b'})
+    mine, metadata = read_safetensors(str(tmp_path / 'o.safetensors'))
+    assert metadata == {'a': 'b'} and all(torch.equal(mine[k], v) for k, v in tensors.items())
+
+
+def test_safetensors_writer_rejects_what_it_cannot_store(tmp_path):
+    with pytest.raises(OptionError, match='complex64'):
+        write_safetensors(str(tmp_path / 'c.safetensors'), {'c': torch.zeros(2, dtype=torch.complex64)})
+    with pytest.raises(OptionError, match='str to str'):
+        write_safetensors(str(tmp_path / 'm.safetensors'), {'a': torch.zeros(1)}, {'n': 3})
+    assert os.listdir(tmp_path) == []  # nothing half-written is left behind
+    with pytest.raises(OptionError, match='must end with'):
+        save_checkpoint(str(tmp_path / 'x.bin'), {'a': torch.zeros(1)})
+    with pytest.raises(OptionError, match='meta must hold only'):
+        save_checkpoint(str(tmp_path / 'x.pth'), {'a': torch.zeros(1)}, meta={'bad': object()})
+
+
+# ---------------------------------------------------------------- BasicSR's own loaders
+
+
+def test_file_loads_with_basicsr_build_network_and_load_network(tmp_path, nets):
+    opt, net, ema = nets
+    path = save_gradnet(tmp_path / 'g.pth', nets, meta={'name': 'tiny'})
+    ckpt = torch.load(path, weights_only=True)
+    model = BaseModel({'num_gpu': 0, 'is_train': False})
+    for key, reference in (('params', net), ('params_ema', ema)):
+        built = build_network(ckpt['network_g'])  # BasicSR's builder on the embedded options
+        model.load_network(built, path, strict=True, param_key=key)  # extra top-level keys are ignored
+        assert torch.equal(run(built.eval()), run(reference))
+
+
+# ---------------------------------------------------------------- bad files
+
+
+class Payload:
+    """Unpickling this creates a folder: the proof that a pickle ran code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker, )
+
+
+@pytest.mark.parametrize('writer', ['torch', 'pickle'])
+def test_malicious_pickle_is_refused_not_executed(tmp_path, writer):
+    marker = str(tmp_path / 'pwned')
+    path = str(tmp_path / 'evil.pth')
+    obj = {'params': {'w': torch.zeros(1)}, 'network_g': Payload(marker)}
+    with open(path, 'wb') as f:
+        if writer == 'torch':
+            torch.save(obj, f)
+        else:
+            pickle.dump(obj, f)
+    for load in (read_checkpoint, load_pretrained):
+        with pytest.raises(BadFileError) as info:
+            load(path)
+        assert path in str(info.value) and not os.path.exists(marker)
+    if writer == 'torch':
+        assert 'Refusing to load' in str(info.value) and 'GLOBAL posix.mkdir' in str(info.value)
+    pickle.loads(pickle.dumps(Payload(marker)))  # the payload is live: plain unpickling does run it
+    assert os.path.isdir(marker)
+
+
+def test_corrupt_truncated_and_missing_pth(tmp_path, nets):
+    good = save_gradnet(tmp_path / 'g.pth', nets)
+    data = open(good, 'rb').read()
+    cases = {'truncated.pth': data[:len(data) // 2], 'garbage.pth': os.urandom(2000), 'empty.pth': b''}
+    for name, content in cases.items():
+        path = str(tmp_path / name)
+        with open(path, 'wb') as f:
+            f.write(content)
+        with pytest.raises(BadFileError, match='corrupt, truncated') as info:
+            load_pretrained(path)
+        assert path in str(info.value)
+    with pytest.raises(MissingFileError, match='must name an existing'):
+        load_pretrained(str(tmp_path / 'nowhere.pth'))
+    torch.save([1, 2], str(tmp_path / 'list.pth'))
+    with pytest.raises(BadFileError, match='holds a list'):
+        read_checkpoint(str(tmp_path / 'list.pth'))
+    torch.save({'epoch': 1, 'iter': 5}, str(tmp_path / 'state.pth'))
+    with pytest.raises(BadFileError, match='holds no state dict'):
+        read_checkpoint(str(tmp_path / 'state.pth'))
+
+
+def raw_safetensors(path, header, data, header_len=None):
+    blob = json.dumps(header).encode() if isinstance(header, dict) else header
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(blob) if header_len is None else header_len) + blob + data)
+    return str(path)
+
+
+F32_2 = {'dtype': 'F32', 'shape': [2], 'data_offsets': [0, 8]}
+
+
+@pytest.mark.parametrize('header, data, header_len, message', [
+    ({
+        'a': F32_2
+    }, bytes(8), 10**6, 'header length field says 1000000'),
+    (b'{"a": [', bytes(8), None, 'not valid JSON'),
+    (b'[1, 2]', b'', None, 'not an object'),
+    ({
+        'a': dict(F32_2, dtype='F8_E4M3')
+    }, bytes(8), None, "unknown dtype 'F8_E4M3'"),
+    ({
+        'a': F32_2
+    }, bytes(4), None, 'need 8 bytes of data but the file holds 4'),
+    ({
+        'a': dict(F32_2, data_offsets=[0, 12])
+    }, bytes(12), None, 'needs 8 bytes'),
+    ({
+        'a': F32_2,
+        'b': dict(F32_2, data_offsets=[4, 12])
+    }, bytes(12), None, 'overlaps'),
+    ({
+        'a': dict(F32_2, data_offsets=[4, 12])
+    }, bytes(12), None, 'gap'),
+    ({
+        'a': F32_2
+    }, bytes(16), None, 'not described'),
+    ({
+        'a': dict(F32_2, data_offsets=[8, 0])
+    }, bytes(8), None, 'invalid data_offsets'),
+    ({
+        'a': dict(F32_2, shape=[-2])
+    }, bytes(8), None, 'invalid shape'),
+    ({
+        'a': F32_2,
+        '__metadata__': {
+            'n': 1
+        }
+    }, bytes(8), None, '__metadata__'),
+])
+def test_invalid_safetensors_is_refused(tmp_path, header, data, header_len, message):
+    path = raw_safetensors(tmp_path / 'bad.safetensors', header, data, header_len)
+    with pytest.raises(BadFileError, match=message) as info:
+        read_checkpoint(path)
+    assert path in str(info.value)
+
+
+def test_tiny_safetensors_file(tmp_path):
+    path = str(tmp_path / 'tiny.safetensors')
+    open(path, 'wb').write(b'\x01\x02')
+    with pytest.raises(BadFileError, match='fewer than the 8-byte'):
+        read_safetensors(path)
+    assert read_safetensors(raw_safetensors(tmp_path / 'ok.safetensors', {'a': F32_2}, bytes(8)))[0]['a'].sum() == 0
+
+
+# ---------------------------------------------------------------- options, keys and shapes
+
+
+def test_missing_network_options_then_dict_or_yaml(tmp_path, nets):
+    opt, net, ema = nets
+    bare = str(tmp_path / 'bare.pth')
+    torch.save({'params': net.state_dict()}, bare)  # BasicSR's own format: no network_g inside
+    with pytest.raises(OptionError, match='pass network_opt='):
+        load_pretrained(bare)
+    assert torch.equal(run(load_pretrained(bare, network_opt=opt)), run(net))
+    yml = write_yaml(make_test_options('t', str(tmp_path), opt, bare, param_key='params_ema'), tmp_path / 'o.yml')
+    assert torch.equal(run(load_pretrained(bare, network_opt=yml)), run(net))
+    # The YAML alone: path.pretrain_network_g; BasicSR's rule falls back from a missing params_ema to params.
+    assert torch.equal(run(load_pretrained(network_opt=yml)), run(net))
+    state_only = str(tmp_path / 'state_only.pth')
+    torch.save(ema.state_dict(), state_only)  # torch.save(net.state_dict()) works too
+    assert torch.equal(run(load_pretrained(state_only, network_opt=opt)), run(ema))
+    with pytest.raises(OptionError, match='needs a shipped model name'):
+        load_pretrained()
+    with pytest.raises(MissingFileError, match='Option file not found'):
+        load_pretrained(bare, network_opt=str(tmp_path / 'no.yml'))
+    with pytest.raises(OptionError, match="'GradNett' is not a registered arch. Did you mean 'GradNet'"):
+        load_pretrained(bare, network_opt=dict(opt, type='GradNett'))
+
+
+def test_mismatched_shapes_and_keys_are_listed(tmp_path, nets):
+    opt, net, ema = nets
+    path = save_gradnet(tmp_path / 'g.pth', nets)
+    with pytest.raises(CheckpointKeyError) as info:
+        load_pretrained(path, network_opt=dict(opt, num_feat=16))
+    text = str(info.value)
+    assert path in text and 'shape mismatches' in text
+    assert 'shape mismatches (15): body.blocks.0.attention.body.1.weight: checkpoint (1, 11, 1, 1) vs net' in text
+    with pytest.raises(CheckpointKeyError, match=r'missing in the file \(\d+\): body\.blocks\.0\.units\.1\.'):
+        load_pretrained(path, network_opt=dict(opt, num_units=2))
+    # Options embedded in the file that do not fit its weights: the file is at fault.
+    liar = save_gradnet(tmp_path / 'liar.safetensors', nets, network_opt=dict(opt, num_modules=2))
+    with pytest.raises(BadFileError, match='embedded in the file'):
+        load_pretrained(liar)
+    # A stage-1 checkpoint is no GradNet: the pre-denoiser would stay random.
+    stage1 = str(tmp_path / 'stage1.pth')
+    torch.save({'params': ema.predenoiser.state_dict()}, stage1)
+    with pytest.raises(CheckpointKeyError, match='holds no pre-denoiser weights'):
+        load_pretrained(stage1, network_opt=opt)
+    loaded = load_pretrained(stage1, network_opt=dict(type='MSKResNet', **TINY_NET))
+    assert torch.equal(run(loaded), run(ema.predenoiser))
+
+
+def test_param_key_choice_and_module_prefix(tmp_path, nets):
+    opt, net, ema = nets
+    path = save_gradnet(tmp_path / 'g.pth', nets)
+    with pytest.raises(CheckpointKeyError, match="no param_key 'params_emma'; available: params, params_ema"):
+        load_pretrained(path, param_key='params_emma')
+    only_params = str(tmp_path / 'p.pth')
+    ddp = {f'module.{k}': v for k, v in net.state_dict().items()}  # DDP-wrapped names
+    save_checkpoint(only_params, ddp, network_opt=opt)
+    loaded = load_pretrained(only_params)
+    assert loaded.pretrained_info['param_key'] == 'params' and torch.equal(run(loaded), run(net))
+    with pytest.raises(CheckpointKeyError, match=r'available: params\. Pass'):
+        load_pretrained(only_params, param_key='params_ema')
+
+
+def test_other_registered_archs(tmp_path):
+    for opt, channels in ((dict(type='MSKResNet', **dict(TINY_NET, num_in_ch=1)), 1),
+                          (dict(type='RIDNet', in_channels=3, mid_channels=16, out_channels=3, num_block=1), 3)):
+        net = make_net(opt, 3)
+        for ext in ('.pth', '.safetensors'):
+            path = str(tmp_path / f'{opt["type"]}{ext}')
+            save_checkpoint(path, net.state_dict(), network_opt=opt)
+            loaded = load_pretrained(path)
+            assert type(loaded).__name__ == opt['type'] and torch.equal(run(loaded, channels), run(net, channels))
+
+
+def test_device_argument(tmp_path, nets):
+    path = save_gradnet(tmp_path / 'g.pth', nets)
+    assert next(load_pretrained(path, device=torch.device('cpu')).parameters()).device.type == 'cpu'
+    with pytest.raises(OptionError, match='Unknown device'):
+        load_pretrained(path, device='gpu0')
+    if not torch.cuda.is_available():
+        for device in ('cuda', 'cuda:1'):
+            with pytest.raises(OptionError, match='no CUDA GPU'):
+                load_pretrained(path, device=device)
+    else:  # pragma: no cover - CPU-only machine
+        net = load_pretrained(path, device='cuda')
+        assert next(net.parameters()).is_cuda
+        with pytest.raises(OptionError, match='does not exist'):
+            load_pretrained(path, device=f'cuda:{torch.cuda.device_count()}')
+
+
+# ---------------------------------------------------------------- the zoo
+
+
+@pytest.fixture
+def tmp_zoo(tmp_path, nets):
+    """A weights folder with one model, as package_weights.py lays it out."""
+    directory = tmp_path / 'weights'
+    path = save_gradnet(directory / 'tiny_color.pth', nets, meta={'name': 'tiny_color'})
+    entry = {
+        'file': 'tiny_color.pth',
+        'sha256': zoo.sha256_of(path),
+        'size': os.path.getsize(path),
+        'description': 'tiny test model',
+        'color': 'rgb',
+        'sigma': 25,
+        'card': 'docs/model_cards/tiny_color.md'
+    }
+    zoo.write_manifest({'tiny_color': entry}, str(directory))
+    return str(directory), path, entry
+
+
+def test_zoo_load_by_name_and_env_var(tmp_zoo, nets, monkeypatch):
+    directory, path, entry = tmp_zoo
+    assert list_pretrained(directory) == {'tiny_color': 'tiny test model'}
+    net = load_pretrained('tiny_color', weights_dir=directory)
+    assert net.pretrained_info['name'] == 'tiny_color' and torch.equal(run(net), run(nets[2]))
+    monkeypatch.setenv(zoo.ENV_VAR, directory)
+    assert list(list_pretrained()) == ['tiny_color'] and gradnet_arch.load_pretrained('tiny_color') is not None
+    with pytest.raises(MissingFileError) as info:
+        load_pretrained('tiny_colour')
+    assert "'tiny_colour' is neither a shipped model" in str(info.value) and 'Shipped models: tiny_color' in str(
+        info.value) and 'must name an existing' in str(info.value)
+
+
+def test_zoo_checksum_is_verified_once_per_unchanged_file(tmp_zoo, monkeypatch):
+    directory, path, entry = tmp_zoo
+    calls = []
+    real = zoo.sha256_of
+    monkeypatch.setattr(zoo, 'sha256_of', lambda p: calls.append(p) or real(p))
+    for _ in range(3):
+        load_pretrained('tiny_color', weights_dir=directory)
+    assert calls == [path]
+    data = bytearray(open(path, 'rb').read())
+    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+    with open(path, 'wb') as f:
+        f.write(data)
+    os.utime(path, ns=(1, 1))  # make sure the modification is seen even on a coarse clock
+    with pytest.raises(BadFileError) as info:
+        load_pretrained('tiny_color', weights_dir=directory)
+    text = str(info.value)
+    assert path in text and f'expected {entry["sha256"]}' in text and zoo.sha256_of(path) in text
+    assert 'Reinstall the package' in text
+
+
+def test_zoo_truncated_missing_and_bad_manifest(tmp_zoo):
+    directory, path, entry = tmp_zoo
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:100])
+    with pytest.raises(BadFileError, match=f'has 100 bytes but the manifest expects {entry["size"]}'):
+        load_pretrained('tiny_color', weights_dir=directory)
+    os.remove(path)
+    with pytest.raises(MissingFileError, match='weight file .* is missing. Reinstall'):
+        load_pretrained('tiny_color', weights_dir=directory)
+    with open(os.path.join(directory, zoo.MANIFEST), 'w') as f:
+        f.write('{"models": ')
+    with pytest.raises(BadFileError, match='manifest .* cannot be read'):
+        list_pretrained(directory)
+
+
+REAL_MODELS = zoo.read_manifest(zoo.PACKAGE_WEIGHTS_DIR)
+
+
+@pytest.mark.skipif(
+    not REAL_MODELS,
+    reason='no shipped weights yet: gradnet_arch/pretrained/weights/manifest.json '
+    'lists no models (remove this skip once the weight files are in)')
+def test_every_shipped_model_loads_and_matches_its_checksum():
+    assert set(EXPECTED_SHIPPED) <= set(REAL_MODELS)
+    for name, entry in REAL_MODELS.items():
+        path = os.path.join(zoo.PACKAGE_WEIGHTS_DIR, entry['file'])
+        assert os.path.getsize(path) == entry['size'] and zoo.sha256_of(path) == entry['sha256'], name
+        net = load_pretrained(name, weights_dir=zoo.PACKAGE_WEIGHTS_DIR)
+        channels = {'rgb': 3, 'gray': 1}[entry['color']]
+        meta = net.pretrained_info['meta']
+        assert meta['color'] == entry['color'] and meta['sigma'] == entry['sigma'], name
+        out = run(net, channels, 24)
+        assert out.shape == (1, channels, 24, 24) and torch.isfinite(out).all(), name
+
+
+# ---------------------------------------------------------------- scripts/package_weights.py
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location('package_weights', os.path.join(REPO, 'scripts',
+                                                                                  'package_weights.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def trained_run(tmp_path, nets):
+    """A BasicSR experiment folder as GradNetModel leaves it, and its option YAML."""
+    opt, net, ema = nets
+    models = tmp_path / 'experiments' / 'run' / 'models'
+    states = tmp_path / 'experiments' / 'run' / 'training_states'
+    os.makedirs(models)
+    os.makedirs(states)
+    checkpoint = str(models / 'net_g_latest.pth')
+    torch.save({'params': net.state_dict(), 'params_ema': ema.state_dict()}, checkpoint)
+    for it in (3, 6):
+        open(states / f'{it}.state', 'wb').close()
+    network = copy.deepcopy(opt)
+    network['predenoiser']['pretrained'] = str(tmp_path / 'stage1' / 'net_g_latest.pth')  # as in a real stage 2
+    yml = write_yaml(make_test_options('run', str(tmp_path), network, checkpoint), tmp_path / 'test.yml')
+    return yml, checkpoint
+
+
+def test_package_weights_end_to_end(tmp_path, nets, trained_run):
+    opt, net, ema = nets
+    yml, checkpoint = trained_run
+    weights = str(tmp_path / 'weights')
+    args = [
+        os.path.join(REPO, 'scripts',
+                     'package_weights.py'), '--opt', yml, '--checkpoint', checkpoint, '--name', 'gradnet_color_sigma25',
+        '--color', 'rgb', '--sigma', '25', '--description', 'tiny colour model', '--weights-dir', weights
+    ]
+    result = run_python(args, cwd=str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr
+    path = os.path.join(weights, 'gradnet_color_sigma25.pth')
+    assert f'Wrote {path}' in result.stdout and 'model card docs/model_cards/gradnet_color_sigma25.md' in result.stdout
+    entry = zoo.read_manifest(weights)['gradnet_color_sigma25']
+    assert entry == {
+        'file': 'gradnet_color_sigma25.pth',
+        'sha256': zoo.sha256_of(path),
+        'size': os.path.getsize(path),
+        'description': 'tiny colour model',
+        'color': 'rgb',
+        'sigma': 25,
+        'card': 'docs/model_cards/gradnet_color_sigma25.md'
+    }
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt['network_g']['predenoiser']['pretrained'] is None
+    meta = ckpt['meta']
+    assert meta['iterations'] == 6 and meta['source'] == os.path.join('experiments', 'run', 'models',
+                                                                      'net_g_latest.pth')
+    assert meta['gradnet_basicsr_version'] == gradnet_arch.__version__ and meta['source_param_key'] == 'params_ema'
+    # `params` aliases the EMA tensors: BasicSR's default param_key works and the file holds one copy.
+    name = 'head.0.weight'
+    assert ckpt['params'][name].untyped_storage().data_ptr() == ckpt['params_ema'][name].untyped_storage().data_ptr()
+    assert torch.equal(ckpt['params_ema'][name], ema.state_dict()[name])
+    single = str(tmp_path / 'single.pth')
+    torch.save({'params_ema': ckpt['params_ema']}, single)
+    assert os.path.getsize(path) < os.path.getsize(single) * 1.2
+    loaded = load_pretrained('gradnet_color_sigma25', weights_dir=weights)
+    assert torch.equal(run(loaded), run(ema))
+    built = build_network(ckpt['network_g'])
+    BaseModel({'num_gpu': 0, 'is_train': False}).load_network(built, path, strict=True, param_key='params')
+    assert torch.equal(run(built.eval()), run(ema))
+
+    # In-process runs of the same script: no overwrite without --force; --keep-params keeps the training weights.
+    script = load_script()
+    with pytest.raises(SystemExit) as info:
+        script.main(args[1:])
+    assert info.value.code == 2
+    script.main(args[1:] + ['--force', '--keep-params', '--iterations', '9'])
+    ckpt = torch.load(path, weights_only=True)
+    assert torch.equal(ckpt['params'][name], net.state_dict()[name]) and ckpt['meta']['iterations'] == 9
+    assert zoo.read_manifest(weights)['gradnet_color_sigma25']['sha256'] == zoo.sha256_of(path)
+
+
+def test_package_weights_refuses_bad_inputs(tmp_path, trained_run, capsys):
+    yml, checkpoint = trained_run
+    script = load_script()
+    base = [
+        '--opt', yml, '--checkpoint', checkpoint, '--sigma', '25', '--description', 'd', '--weights-dir',
+        str(tmp_path / 'w')
+    ]
+    cases = [
+        (['--name', 'g', '--color', 'gray'], '--color gray means 1 channel(s) but network_g'),
+        (['--name', '../g', '--color', 'rgb'], 'must be letters'),
+    ]
+    small = yaml.safe_load(open(yml))
+    small['network_g']['num_feat'] = 4
+    cases.append((['--name', 'g', '--color', 'rgb', '--opt', write_yaml(small, tmp_path / 's.yml')], 'shape mismatch'))
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as info:
+            script.main(base + extra)
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'w' / 'g.pth')
