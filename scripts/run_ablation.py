@@ -80,6 +80,7 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=2, help='trainings at a time')
     parser.add_argument('--threads', type=int, default=1, help='threads per training')
     parser.add_argument('--skip-training', action='store_true', help='only compare the finished runs')
+    parser.add_argument('--skip-compare', action='store_true', help='only train')
     parser.add_argument('--max-images', type=int, default=0, help='compare on the first N CBSD68 images (0: all)')
     parser.add_argument('--out', default='ablation_results', help='prefix of the CSV and PNG written')
     args = parser.parse_args(argv)
@@ -87,7 +88,8 @@ def main(argv=None):
         sys.exit(f'{STAGE1_CKPT} is missing: train the pre-denoiser first with gradnet-train -opt {STAGE1_OPT}')
     if not args.skip_training:
         train(args.runs, args.jobs, args.threads)
-    compare(args.runs, args.max_images, args.out)
+    if not args.skip_compare:
+        compare(args.runs, args.max_images, args.out)
 
 
 if __name__ == '__main__':
