@@ -1,0 +1,358 @@
+"""`gradnet-benchmark` (= `python -m gradnet_arch.benchmark`): compare denoisers on the same noisy images.
+
+    python -m gradnet_arch.benchmark \
+        --model GradNet=gradnet_color_sigma25 \
+        --model RIDNet="{type: RIDNet, in_channels: 3, out_channels: 3}@experiments/ridnet/models/net_g_latest.pth" \
+        --classical bm3d --set CBSD68=datasets/CBSD68 --set Kodak24=datasets/Kodak24 --sigma 15 25 50 \
+        --pairs SIDDval=datasets/SIDD/val/gt_crops.lmdb,datasets/SIDD/val/input_crops.lmdb \
+        --csv results.csv --json results.json --plot psnr_vs_time.png
+
+Per model, set and noise level: PSNR and SSIM as BasicSR's validation computes them (outputs and ground truth turned
+into 8-bit images by `tensor2img`, RGB, crop 0, `calculate_psnr` / `calculate_ssim`, mean over images), the
+texture / smooth PSNR (`gradnet_arch.metrics`, mean over the images where the region is not empty), the parameter
+count, FLOPs per pixel and the median time per megapixel (the forward pass -- with --tile, tiling and transfers
+included -- after one untimed warm-up image, CUDA synchronized; BM3D: its call, on the CPU). Synthetic noise is
+GaussianNoiseDataset's validation noise, so the numbers equal `gradnet-test`'s.
+"""
+import argparse
+import math
+import platform
+import sys
+import torch
+import warnings
+from basicsr.metrics import calculate_psnr, calculate_ssim
+from basicsr.utils import tensor2img
+from tqdm import tqdm
+
+from gradnet_arch.benchmark.classical import CLASSICAL, build_classical
+from gradnet_arch.benchmark.cost import median_seconds_per_megapixel, timed
+from gradnet_arch.benchmark.models import load_model, spec_forms
+from gradnet_arch.benchmark.report import check_new_outputs, markdown_table, write_csv, write_json, write_plot
+from gradnet_arch.benchmark.testsets import build_cases, tensor_sha256
+from gradnet_arch.errors import DataError, OptionError, UserError
+from gradnet_arch.metrics.region_psnr import calculate_psnr_region, texture_mask
+
+_CHANNEL_COLOR = {1: 'gray', 3: 'rgb'}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='gradnet-benchmark',
+        description='Compare denoisers (networks and BM3D) on identical noisy images: PSNR, SSIM, texture/smooth PSNR, '
+        'parameters, FLOPs per pixel and time per megapixel.',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=spec_forms_text())
+    parser.add_argument(
+        '--model', action='append', default=[], metavar='LABEL=SPEC', help='a network to test (repeatable)')
+    parser.add_argument(
+        '--classical',
+        action='append',
+        default=[],
+        choices=CLASSICAL,
+        help='a classical baseline: bm3d (CBM3D for colour, BM3D for grey; needs `pip install bm3d`)')
+    parser.add_argument(
+        '--bm3d-sigma',
+        type=float,
+        default=None,
+        metavar='S',
+        help='noise level (0-255) BM3D assumes on real-noise sets (--pairs); without it BM3D skips them')
+    parser.add_argument(
+        '--set',
+        action='append',
+        default=[],
+        metavar='NAME=FOLDER',
+        help='clean images (folder or BasicSR LMDB) + '
+        'synthetic AWGN at each --sigma (repeatable)')
+    parser.add_argument(
+        '--pairs',
+        action='append',
+        default=[],
+        metavar='NAME=GT,NOISY',
+        help='real noise: clean and noisy images with the same names (folders or LMDBs; repeatable)')
+    parser.add_argument(
+        '--sigma',
+        action='extend',
+        nargs='+',
+        type=float,
+        default=None,
+        metavar='S',
+        help='AWGN levels on the 0-255 scale for the --set sets (e.g. --sigma 15 25 50; default 25)')
+    parser.add_argument(
+        '--noise-seed',
+        type=int,
+        default=0,
+        help='seed of the synthetic noise, per image (default 0, '
+        'as GaussianNoiseDataset)')
+    parser.add_argument(
+        '--max-images', type=int, default=None, metavar='N', help='at most N images per set, spread '
+        'evenly over it')
+    parser.add_argument(
+        '--color',
+        choices=('auto', 'rgb', 'gray'),
+        default='auto',
+        help='image colour mode (default: '
+        'from the networks\' input channels, rgb without networks)')
+    parser.add_argument(
+        '--eps',
+        type=float,
+        default=1.0,
+        help='texture threshold of the region PSNR on the [0, 1] '
+        'Sobel-magnitude scale (0.5, 1 or 1.5; default 1)')
+    parser.add_argument('--device', default='auto', help='auto (CUDA if available), cpu, cuda, cuda:1, ...')
+    parser.add_argument(
+        '--tile',
+        type=int,
+        default=None,
+        help='tiled inference with this tile side (blended tiles, gradnet_arch.denoise); default: whole images, as '
+        'BasicSR validates')
+    parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of the tiles (default 32)')
+    parser.add_argument('--csv', default=None, metavar='FILE', help='write the results table as CSV')
+    parser.add_argument('--json', default=None, metavar='FILE', help='write results, per-image values and settings')
+    parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot PSNR vs time per megapixel')
+    parser.add_argument('--overwrite', action='store_true', help='replace existing --csv/--json/--plot files')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    return parser
+
+
+def spec_forms_text():
+    try:
+        return spec_forms()
+    except Exception:  # the help must work even if the model zoo cannot be listed
+        return 'SPEC: a shipped model name, a checkpoint, a BasicSR option YAML, or ARCH_YAML_OR_INLINE@CHECKPOINT.'
+
+
+def resolve_device(text):
+    """'auto' -> cuda when available, else cpu; clear errors for unknown or unavailable devices."""
+    if text == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise OptionError(f'--device {text!r} is not a device; use auto, cpu, cuda or cuda:N.') from None
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise OptionError(f'--device {text}: CUDA is not available here; use --device cpu.')
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise OptionError(f'--device {text}: there are only {torch.cuda.device_count()} CUDA device(s).')
+    elif device.type != 'cpu':
+        raise OptionError(f'--device {text}: only cpu and cuda devices are supported.')
+    return device
+
+
+def device_name(device):
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return f'cpu ({torch.get_num_threads()} threads)'
+
+
+def choose_color(requested, nets):
+    """The images' colour mode, checked against every network's input channels."""
+    channels = sorted({net.channels for net in nets})
+    if requested == 'auto':
+        if len(channels) > 1:
+            raise OptionError(f'The networks take different channel counts ({channels}); benchmark grey and colour '
+                              f'models in separate runs.')
+        requested = _CHANNEL_COLOR.get(channels[0], 'rgb') if channels else 'rgb'
+    wanted = 1 if requested == 'gray' else 3
+    for net in nets:
+        if net.channels != wanted:
+            raise DataError(f'--model {net.label} takes {net.channels}-channel images but the images are {requested} '
+                            f'({wanted} channel(s)); set --color to match or test it in a separate run.')
+    return requested
+
+
+class _Region:
+    """Per-sample cache of what every model's evaluation shares: the 8-bit ground truth and its texture mask."""
+
+    def __init__(self, sample, eps):
+        self.gt8 = tensor2img([sample.gt])
+        self.mask = texture_mask(self.gt8, eps)
+
+
+def evaluate(out, region, eps):
+    """BasicSR's PSNR/SSIM (8-bit, RGB, crop 0) and the region PSNRs of one output tensor."""
+    out8 = tensor2img([out.detach().float().cpu()])
+    gt8 = region.gt8
+    values = {
+        'psnr': float(calculate_psnr(out8, gt8, crop_border=0, test_y_channel=False)),
+        'ssim': float(calculate_ssim(out8, gt8, crop_border=0, test_y_channel=False)),
+    }
+    with warnings.catch_warnings():  # an empty region is counted in the summary instead
+        warnings.simplefilter('ignore', RuntimeWarning)
+        for name in ('texture', 'smooth'):
+            values[f'psnr_{name}'] = calculate_psnr_region(out8, gt8, 0, name, eps=eps, mask=region.mask)
+    return values
+
+
+def _mean(values):
+    return sum(values) / len(values) if values else float('nan')
+
+
+def summarize(denoiser, case, records, eps, device_label):
+    """One result row from the per-image records of a denoiser on a case."""
+    texture = [r['psnr_texture'] for r in records if not math.isnan(r['psnr_texture'])]
+    smooth = [r['psnr_smooth'] for r in records if not math.isnan(r['psnr_smooth'])]
+    pixels = [r['height'] * r['width'] for r in records]
+    is_net = denoiser.kind == 'network'
+    return dict(
+        model=denoiser.label,
+        kind=denoiser.kind,
+        set=case.set_name,
+        noise=case.noise,
+        images=len(records),
+        psnr=_mean([r['psnr'] for r in records]),
+        ssim=_mean([r['ssim'] for r in records]),
+        psnr_texture=_mean(texture),
+        psnr_smooth=_mean(smooth),
+        texture_images=len(texture),
+        smooth_images=len(smooth),
+        eps=eps,
+        params=denoiser.params,
+        flops_per_pixel=denoiser.flops_per_pixel if is_net else None,
+        sec_per_mp=median_seconds_per_megapixel([r['seconds'] for r in records], pixels),
+        device=device_label if is_net else 'cpu')
+
+
+class _Classical:
+    """A classical method in the benchmark loop (CPU, noise level from the case)."""
+
+    kind = 'classical'
+    params = 0
+    flops_per_pixel = None
+
+    def __init__(self, method):
+        self.method = method
+        self.label = method.name
+        self.sigma = None
+
+    def run(self, lq):
+        return self.method(lq, self.sigma)
+
+
+def run_benchmark(nets, classical, cases, device, eps=1.0, quiet=False, log=print):
+    """Evaluate every denoiser on every case; every denoiser gets a copy of the same noisy tensor.
+
+    Args:
+        nets (list[NetDenoiser]): Networks on `device`.
+        classical (list[BM3DDenoiser]): Classical methods (CPU).
+        cases (list[NoisyCase]): Test sets at their noise levels.
+        device (torch.device): Where the networks run.
+        eps (float): Texture threshold.
+        quiet (bool): No progress bar.
+        log (callable): Where notes (skipped combinations) go.
+
+    Returns:
+        tuple[list[dict], list[dict]]: Summary rows and per-image records.
+    """
+    denoisers = list(nets) + [_Classical(method) for method in classical]
+    device_label = device_name(device)
+    total = len(denoisers) * sum(len(case.samples) for case in cases)
+    rows, per_image = [], []
+    regions = {}
+    with tqdm(total=total, unit='image', disable=quiet, file=sys.stderr) as pbar:
+        for case in cases:
+            for denoiser in denoisers:
+                pbar.set_description(f'{denoiser.label} {case.set_name} {case.noise}')
+                run_device = device
+                if denoiser.kind == 'classical':
+                    run_device = torch.device('cpu')
+                    denoiser.sigma = denoiser.method.resolve_sigma(case.sigma)
+                    if denoiser.sigma is None:
+                        log(f'Note: {denoiser.label} skipped on {case.set_name} (real noise of unknown level); give '
+                            f'--bm3d-sigma to run it there.')
+                        pbar.update(len(case.samples))
+                        continue
+                elif case.samples:  # one untimed run: CUDA context, cuDNN autotuning, allocator warm-up
+                    denoiser.run(case.samples[0].lq.to(run_device, copy=True))
+                records = []
+                for sample in case.samples:
+                    # a private copy: a network that writes into its input cannot change what the next one gets
+                    lq = sample.lq.to(run_device, copy=True)
+                    input_hash = tensor_sha256(lq)
+                    out, seconds = timed(denoiser.run, run_device, lq)
+                    if id(sample) not in regions:
+                        regions[id(sample)] = _Region(sample, eps)
+                    record = {
+                        'model': denoiser.label,
+                        'set': case.set_name,
+                        'noise': case.noise,
+                        'image': sample.name,
+                        'height': int(lq.shape[-2]),
+                        'width': int(lq.shape[-1]),
+                        'seconds': seconds,
+                        'input_sha256': input_hash,
+                    }
+                    record.update(evaluate(out, regions[id(sample)], eps))
+                    records.append(record)
+                    pbar.update(1)
+                per_image += records
+                if records:
+                    rows.append(summarize(denoiser, case, records, eps, device_label))
+    return rows, per_image
+
+
+def main(argv=None):
+    """Entry point. `argv` defaults to sys.argv[1:]."""
+    import gradnet_arch  # noqa: F401  (registers the archs, so that option dicts can name them)
+
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except UserError as error:
+        print(f'\nError: {error}', file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def run(args):
+    if not args.model and not args.classical:
+        raise OptionError('Nothing to benchmark: give --model LABEL=SPEC and/or --classical bm3d.\n' + spec_forms())
+    if not args.set and not args.pairs:
+        raise OptionError('No test images: give --set NAME=FOLDER (clean images + AWGN) and/or --pairs '
+                          'NAME=GT,NOISY (real noise).')
+    sigmas = args.sigma or [25.]
+    if any(s < 0 for s in sigmas):
+        raise OptionError(f'--sigma must be >= 0 (0-255 scale), got {sigmas}.')
+    if args.eps < 0:
+        raise OptionError(f'--eps must be >= 0, got {args.eps}.')
+    if args.tile is not None and args.tile < 8:
+        raise OptionError(f'--tile must be at least 8 pixels, got {args.tile}.')
+    if args.tile and not 0 <= args.tile_overlap < args.tile:
+        raise OptionError(
+            f'--tile-overlap must be >= 0 and smaller than --tile ({args.tile}), got {args.tile_overlap}.')
+    check_new_outputs([args.csv, args.json, args.plot], args.overwrite)
+    device = resolve_device(args.device)
+    classical = [build_classical(name, args.bm3d_sigma) for name in dict.fromkeys(args.classical)]
+    nets = [load_model(text, device, args.tile, args.tile_overlap) for text in args.model]
+    labels = [net.label for net in nets] + [method.name for method in classical]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise OptionError(f'Two models are labelled {duplicates[0]!r}; give each --model its own LABEL=.')
+    color = choose_color(args.color, nets)
+    cases = build_cases(args.set, args.pairs, sigmas, color, args.max_images, args.noise_seed)
+    rows, per_image = run_benchmark(
+        nets, classical, cases, device, args.eps, args.quiet, log=lambda text: print(text, file=sys.stderr))
+    print(markdown_table(rows))
+    print(f'\nPSNR/SSIM: BasicSR (8-bit, RGB, crop 0), mean over images; texture/smooth PSNR with eps {args.eps:g}; '
+          f'time: median forward time per megapixel on {device_name(device)}; FLOPs = 2 x multiply-adds of '
+          f'conv/linear layers per pixel.')
+    if args.csv:
+        write_csv(args.csv, rows)
+    if args.json:
+        settings = {
+            'device': device_name(device),
+            'color': color,
+            'eps': args.eps,
+            'noise_seed': args.noise_seed,
+            'max_images': args.max_images,
+            'models': args.model,
+            'classical': args.classical,
+            'sets': args.set,
+            'pairs': args.pairs,
+            'sigmas': sigmas,
+            'torch': torch.__version__,
+            'python': platform.python_version(),
+        }
+        write_json(args.json, rows, per_image, settings)
+    if args.plot:
+        write_plot(args.plot, rows, device_name(device))
+    return rows, per_image
