@@ -219,6 +219,19 @@ def test_bm3d_row(bench, tmp_path, capsys):
     assert float(row['psnr']) > noisy_psnr + 4  # CBM3D denoises
 
 
+def test_noisy_baseline_row_scores_the_noisy_input(bench, tmp_path, capsys):
+    code, out, err = run_main([
+        '--classical', 'noisy', '--set', f'tiny={bench["images"]}', '--sigma', '25', '--quiet', '--csv',
+        str(tmp_path / 'noisy.csv')
+    ], capsys)
+    assert code == 0, err
+    (row, ) = list(csv.DictReader(open(tmp_path / 'noisy.csv')))
+    data = GaussianNoiseDataset({'name': 'x', 'phase': 'val', 'dataroot_gt': bench['images'], 'sigma': 25})
+    psnrs = [calculate_psnr(tensor2img([item['lq'][None]]), tensor2img([item['gt'][None]]), 0) for item in data]
+    assert row['model'] == 'noisy' and row['params'] == '0'
+    assert float(row['psnr']) == pytest.approx(np.mean(psnrs), rel=1e-12)
+
+
 def test_bm3d_missing_gives_install_hint(bench, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'bm3d', None)  # what an environment without the package does on import
     code, _, err = run_main(['--classical', 'bm3d', '--set', f'tiny={bench["images"]}', '--quiet'], capsys)

@@ -4,7 +4,7 @@ import torch
 
 from gradnet_arch.errors import OptionError, UserError
 
-CLASSICAL = ('bm3d', )
+CLASSICAL = ('bm3d', 'noisy')
 INSTALL_HINT = ('pip install bm3d   (or pip install "gradnet-basicsr[bm3d]"; note the bm3d package is licensed for '
                 'non-commercial use only)')
 
@@ -57,8 +57,20 @@ class BM3DDenoiser:
         return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))[None]
 
 
+class NoisyInput:
+    """The noisy input itself, scored like a denoiser: the floor every method has to beat (no parameters, no time)."""
+
+    name = 'noisy'
+
+    def resolve_sigma(self, sigma):
+        return 0 if sigma is None else sigma  # runs on real-noise sets too: it needs no noise level
+
+    def __call__(self, lq, sigma):
+        return lq.clone()
+
+
 def build_classical(name, sigma=None):
-    """A classical denoiser by name ('bm3d')."""
+    """A baseline by name: 'bm3d' (BM3D / CBM3D) or 'noisy' (the noisy input, unchanged)."""
     if name not in CLASSICAL:
         raise OptionError(f'--classical {name!r}: unknown method; available: {", ".join(CLASSICAL)}.')
-    return BM3DDenoiser(sigma)
+    return NoisyInput() if name == 'noisy' else BM3DDenoiser(sigma)

@@ -49,7 +49,8 @@ def build_parser():
         action='append',
         default=[],
         choices=CLASSICAL,
-        help='a classical baseline: bm3d (CBM3D for colour, BM3D for grey; needs `pip install bm3d`)')
+        help='a baseline: bm3d (CBM3D for colour, BM3D for grey; needs `pip install bm3d`) or noisy (the noisy '
+        'input itself, unchanged)')
     parser.add_argument(
         '--bm3d-sigma',
         type=float,
