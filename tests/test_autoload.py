@@ -1,5 +1,6 @@
 """The autoload hook: BasicSR's registries see the plugin in any interpreter, for regular and editable installs."""
 import glob
+import json
 import os
 import pytest
 import shutil
@@ -100,6 +101,12 @@ def test_regular_wheel_layout(tmp_path):
     names = zipfile.ZipFile(_build('regular', tmp_path)).namelist()
     assert PTH in names and 'gradnet_basicsr_autoload.py' in names
     assert 'gradnet_arch/losses/gradient_loss.py' in names and 'gradnet_arch/archs/gradnet_arch.py' in names
+    for package in ('prep', 'pretrained', 'denoise', 'benchmark', 'submit', 'metrics'):  # every subpackage ships
+        assert f'gradnet_arch/{package}/__init__.py' in names, package
+    shipped = json.load(open(os.path.join(REPO, 'gradnet_arch', 'pretrained', 'weights', 'manifest.json')))['models']
+    assert 'gradnet_arch/pretrained/weights/manifest.json' in names
+    for entry in shipped.values():  # and the shipped weights with it
+        assert f'gradnet_arch/pretrained/weights/{entry["file"]}' in names
     assert not any(n.startswith('losses/') or n.startswith('tests/') or n.startswith('options/') for n in names)
 
 
