@@ -95,6 +95,22 @@ def test_safetensors_without_ema_stores_params(tmp_path, nets):
     assert torch.equal(run(load_pretrained(path)), run(net))
 
 
+def test_safetensors_stage1_file_is_a_predenoiser(tmp_path):
+    """GradNet's `predenoiser.pretrained` takes a .safetensors stage-1 file as well as a .pth."""
+    stage1_opt = dict(gradnet_opt()['predenoiser'])
+    stage1 = make_net({k: v for k, v in stage1_opt.items() if k != 'pretrained'}, 3)
+    path = str(tmp_path / 'stage1.safetensors')
+    save_checkpoint(path, stage1.state_dict(), stage1.state_dict())
+    opt = gradnet_opt()
+    opt['predenoiser'] = dict(opt['predenoiser'], pretrained=path, param_key='params_ema')
+    net = build_network(opt)
+    for key, value in stage1.state_dict().items():
+        assert torch.equal(net.predenoiser.state_dict()[key], value), key
+    opt['predenoiser']['param_key'] = 'params_old'
+    with pytest.raises(CheckpointKeyError, match='params_old'):
+        build_network(opt)
+
+
 def test_safetensors_dtypes_shapes_and_official_reader(tmp_path):
     torch.manual_seed(0)
     tensors = {

@@ -71,6 +71,10 @@ def load_state_dict(path, param_key=None, what='checkpoint'):
     if not os.path.isfile(path):
         raise MissingFileError(f'{what} checkpoint not found: {path}. Train stage 1 first (its models/ folder holds '
                                f'net_g_latest.pth) or fix the path.')
+    if path.endswith('.safetensors'):  # one state dict per file: the key is only checked, not chosen
+        from gradnet_arch.pretrained.checkpoint_io import read_checkpoint, select_state_dict
+        _, state = select_state_dict(read_checkpoint(path), path, param_key)
+        return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:
