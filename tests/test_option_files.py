@@ -67,8 +67,20 @@ def saved_param_keys(train_opt):
     return {'params', 'params_ema'} if train_opt.get('ema_decay', 0) > 0 else {'params'}
 
 
+# The shipped weights (gradnet_arch/pretrained/weights/) and the option files that trained them.
+SHIPPED_TRAINING = {
+    'gradnet_arch/pretrained/weights/gradnet_color_sigma25.pth':
+    'options/pretrained/train_gradnet_cbsd432_sigma25_cpu.yml',
+    'gradnet_arch/pretrained/weights/gradnet_gray_sigma25.pth':
+    'options/pretrained/train_gradnet_train400_sigma25_cpu.yml',
+}
+
+
 def producer_of(path):
-    """The training option file whose run writes checkpoint `path` (experiments/<name>/models/net_g_latest.pth)."""
+    """The training option file whose run writes checkpoint `path` (experiments/<name>/models/net_g_latest.pth, or a
+    shipped weight file)."""
+    if path in SHIPPED_TRAINING:
+        return SHIPPED_TRAINING[path]
     match = EXPERIMENT_PATH.match(path)
     assert match, f'{path} is not experiments/<name>/models/net_g_latest.pth'
     producers = [p for p in TRAIN_FILES if load(p)['name'] == match['name']]
