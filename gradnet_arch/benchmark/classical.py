@@ -61,6 +61,7 @@ class NoisyInput:
     """The noisy input itself, scored like a denoiser: the floor every method has to beat (no parameters, no time)."""
 
     name = 'noisy'
+    timed = False  # no work to time: its time column reads n/a and the plot leaves it out
 
     def resolve_sigma(self, sigma):
         return 0 if sigma is None else sigma  # runs on real-noise sets too: it needs no noise level
