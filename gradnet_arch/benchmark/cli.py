@@ -210,8 +210,8 @@ def summarize(denoiser, case, records, eps, device_label):
         eps=eps,
         params=denoiser.params,
         flops_per_pixel=denoiser.flops_per_pixel if is_net else None,
-        sec_per_mp=(median_seconds_per_megapixel([r['seconds'] for r in records], pixels)
-                    if getattr(getattr(denoiser, 'method', None), 'timed', True) else None),
+        sec_per_mp=(median_seconds_per_megapixel([r['seconds'] for r in records], pixels) if getattr(
+            getattr(denoiser, 'method', None), 'timed', True) else None),
         device=device_label if is_net else 'cpu')
 
 
