@@ -37,6 +37,11 @@ def parse_args(argv=None):
     parser.add_argument('--description', required=True, help='One line for list_pretrained().')
     parser.add_argument('--card', default=None, help='Model card path (default docs/model_cards/<name>.md).')
     parser.add_argument('--keep-params', action='store_true', help='Also store the training (non-EMA) weights.')
+    parser.add_argument(
+        '--source-key',
+        default=None,
+        help='The state dict of --checkpoint to ship (default params_ema if present, else params). With params, '
+        'the file holds the training weights under `params` only.')
     iterations_help = ('Training iterations (default: from the file name net_g_<iter>.pth, or from the newest '
                        'training_states/<iter>.state of the run for net_g_latest.pth).')
     parser.add_argument('--iterations', type=int, default=None, help=iterations_help)
@@ -68,7 +73,7 @@ def package(args):
                           f'{channels}. Fix --color or --opt.')
 
     ckpt = read_checkpoint(args.checkpoint)
-    source_key, weights = select_state_dict(ckpt, args.checkpoint)  # params_ema if the run kept an EMA
+    source_key, weights = select_state_dict(ckpt, args.checkpoint, args.source_key)  # default: params_ema if kept
     net = build_from_options(network_g)
     # Load once here so that a checkpoint that does not fit the YAML is never shipped.
     load_state(net, weights, args.checkpoint, strict=True, from_file=False)
@@ -78,18 +83,29 @@ def package(args):
 
     sigma = int(args.sigma) if float(args.sigma).is_integer() else args.sigma
     meta = {
-        'name': args.name,
-        'color': args.color,
-        'sigma': sigma,
-        'iterations': args.iterations if args.iterations is not None else iterations_of(args.checkpoint),
-        'source': _display_path(args.checkpoint),
-        'source_param_key': source_key,
-        'params': 'training weights' if params is not weights else 'same tensors as params_ema',
-        'gradnet_basicsr_version': __version__,
-        'torch_version': torch.__version__.split('+')[0],
-        'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d'),
+        'name':
+        args.name,
+        'color':
+        args.color,
+        'sigma':
+        sigma,
+        'iterations':
+        args.iterations if args.iterations is not None else iterations_of(args.checkpoint),
+        'source':
+        _display_path(args.checkpoint),
+        'source_param_key':
+        source_key,
+        'params': ('training weights' if params is not weights else
+                   'training weights (no EMA shipped)' if source_key == 'params' else 'same tensors as params_ema'),
+        'gradnet_basicsr_version':
+        __version__,
+        'torch_version':
+        torch.__version__.split('+')[0],
+        'date':
+        datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d'),
     }
-    save_checkpoint(path, params=params, params_ema=weights, network_opt=network_g, meta=meta)
+    ema = None if source_key == 'params' else weights  # never label training weights as EMA ones
+    save_checkpoint(path, params=params, params_ema=ema, network_opt=network_g, meta=meta)
     card = args.card or f'docs/model_cards/{args.name}.md'
     entry = {
         'file': file_name,
