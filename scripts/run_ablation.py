@@ -64,8 +64,10 @@ def train(tags, jobs, threads):
 def compare(tags, max_images, out_prefix):
     models = [f'stage1_predenoiser={os.path.join(REPO, STAGE1_OPT)}@{STAGE1_CKPT}']
     models += [f'{tag}={option_path(tag)}@{checkpoint_path(tag)}' for tag in tags]
-    cmd = [sys.executable, '-m', 'gradnet_arch.benchmark', '--set', 'CBSD68=datasets/CBSD68', '--sigma', '25',
-           '--csv', f'{out_prefix}.csv', '--plot', f'{out_prefix}.png']
+    cmd = [
+        sys.executable, '-m', 'gradnet_arch.benchmark', '--set', 'CBSD68=datasets/CBSD68', '--sigma', '25', '--csv',
+        f'{out_prefix}.csv', '--plot', f'{out_prefix}.png'
+    ]
     for model in models:
         cmd += ['--model', model]
     if max_images:
