@@ -3,6 +3,8 @@
 Importing this package registers into BasicSR's registries:
     ARCH_REGISTRY: MSKResNet, GradNet        LOSS_REGISTRY: GradientConsistencyLoss
     MODEL_REGISTRY: GradNetModel             DATASET_REGISTRY: GaussianNoiseDataset
+    METRIC_REGISTRY: calculate_psnr_texture, calculate_psnr_smooth
+Pretrained models: `load_pretrained('gradnet_color_sigma25')` (gradnet_arch.pretrained).
 With the package installed, this happens automatically whenever `basicsr` is imported (gradnet_basicsr_autoload).
 """
 try:
