@@ -85,11 +85,21 @@ def read_boxes(info_path):
     return boxes
 
 
-def _crop_image(job, bits, compress_level):
-    """Cut and encode all boxes of one image: job = (image number, .mat path, boxes)."""
+def read_crops(path, number, boxes):
+    """The boxes of one DND image as stored: rows x columns x RGB arrays (float32, nominally in [0, 1], unclipped).
+
+    Only the boxes are read from the HDF5 file, not the whole image.
+
+    Args:
+        path (str): images_srgb/NNNN.mat (MATLAB v7.3).
+        number (int): The image's 1-based number (for messages).
+        boxes (np.ndarray): (K, 4) 1-based inclusive [r1 c1 r2 c2] boxes, as `read_boxes` gives them.
+
+    Returns:
+        list[np.ndarray]: One array per box.
+    """
     import h5py
 
-    number, path, boxes = job
     with _open_h5(path, 'image') as mat:
         data = mat.get(IMAGE_VARIABLE)
         if not isinstance(data, h5py.Dataset):
@@ -99,16 +109,28 @@ def _crop_image(job, bits, compress_level):
             raise BadFileError(f'{path}: {IMAGE_VARIABLE} has shape {data.shape} in HDF5 order; a MATLAB H x W x 3 '
                                f'image appears as (3, W, H).')
         width, height = data.shape[1], data.shape[2]
-        scale, dtype = (65535., np.uint16) if bits == 16 else (255., np.uint8)
-        records = []
+        crops = []
         for index, (r1, c1, r2, c2) in enumerate(boxes, 1):
             if not (1 <= r1 <= r2 <= height and 1 <= c1 <= c2 <= width):
                 raise DataError(f'box {index} of image {number} ([{r1} {c1} {r2} {c2}]) lies outside {path}, which is '
                                 f'{height}x{width}; do info.mat and images_srgb/ belong together?')
-            # reading just the box from HDF5: (3, W, H) order, so columns before rows
-            crop = data[:, c1 - 1:c2, r1 - 1:r2].transpose(2, 1, 0)  # -> rows x columns x RGB
-            crop = np.round(np.clip(crop.astype(np.float64), 0, 1) * scale).astype(dtype)
-            records.append((dnd_key(number, index), [encode_png(crop[..., ::-1], compress_level)]))
+            try:
+                crop = data[:, c1 - 1:c2, r1 - 1:r2]  # HDF5 order (3, W, H): columns before rows
+            except (OSError, ValueError) as error:
+                raise BadFileError(f'cannot read box {index} of {path} ({error}); the file may be truncated: '
+                                   f'download it again.') from None
+            crops.append(crop.transpose(2, 1, 0))  # -> rows x columns x RGB
+    return crops
+
+
+def _crop_image(job, bits, compress_level):
+    """Cut and encode all boxes of one image: job = (image number, .mat path, boxes)."""
+    number, path, boxes = job
+    scale, dtype = (65535., np.uint16) if bits == 16 else (255., np.uint8)
+    records = []
+    for index, crop in enumerate(read_crops(path, number, boxes), 1):
+        crop = np.round(np.clip(crop.astype(np.float64), 0, 1) * scale).astype(dtype)
+        records.append((dnd_key(number, index), [encode_png(crop[..., ::-1], compress_level)]))
     return records
 
 

@@ -20,9 +20,8 @@ import os
 import warnings
 from tqdm import tqdm
 
-from gradnet_arch.errors import BadFileError, DataError, MissingFileError
-# _open_h5 is private to prep.dnd; it is imported rather than copied so that both read DND's files the same way
-from gradnet_arch.prep.dnd import IMAGE_VARIABLE, _open_h5, dnd_key, read_boxes
+from gradnet_arch.errors import DataError, MissingFileError
+from gradnet_arch.prep.dnd import dnd_key, read_boxes, read_crops
 from gradnet_arch.submit.files import (StagedFolder, SubmitReport, check_keys, find_keyed_pngs, full_grid,
                                        read_result_png)
 from gradnet_arch.submit.inference import Denoiser, check_rgb_model, load_net
@@ -65,36 +64,14 @@ def box_shape(box):
 
 
 def read_noisy_crops(path, number, boxes):
-    """The crops of one DND image as float32 H x W x 3 RGB arrays clipped to [0, 1], read box by box from HDF5.
+    """The crops of one DND image as float32 H x W x 3 RGB arrays clipped to [0, 1] (prep.dnd.read_crops).
 
     Args:
         path (str): images_srgb/NNNN.mat (MATLAB v7.3).
         number (int): The image's 1-based number (for messages).
         boxes (np.ndarray): (K, 4) 1-based inclusive boxes from read_boxes.
     """
-    import h5py
-
-    with _open_h5(path, 'image') as mat:
-        data = mat.get(IMAGE_VARIABLE)
-        if not isinstance(data, h5py.Dataset):
-            raise BadFileError(f'{path} has no variable {IMAGE_VARIABLE!r} (it has '
-                               f'{sorted(k for k in mat.keys() if not k.startswith("#"))}); is this a DND sRGB image?')
-        if data.ndim != 3 or data.shape[0] != 3:
-            raise BadFileError(f'{path}: {IMAGE_VARIABLE} has shape {data.shape} in HDF5 order; a MATLAB H x W x 3 '
-                               f'image appears as (3, W, H).')
-        width, height = data.shape[1], data.shape[2]
-        crops = []
-        for index, (r1, c1, r2, c2) in enumerate(boxes, 1):
-            if not (1 <= r1 <= r2 <= height and 1 <= c1 <= c2 <= width):
-                raise DataError(f'box {index} of image {number} ([{r1} {c1} {r2} {c2}]) lies outside {path}, which is '
-                                f'{height}x{width}; do info.mat and images_srgb/ belong together?')
-            try:
-                crop = data[:, c1 - 1:c2, r1 - 1:r2]  # HDF5 order (3, W, H): columns before rows
-            except (OSError, ValueError) as error:
-                raise BadFileError(f'cannot read box {index} of {path} ({error}); the file may be truncated: '
-                                   f'download it again.') from None
-            crops.append(np.ascontiguousarray(np.clip(crop.transpose(2, 1, 0), 0, 1), dtype=np.float32))
-    return crops
+    return [np.ascontiguousarray(np.clip(crop, 0, 1), dtype=np.float32) for crop in read_crops(path, number, boxes)]
 
 
 def write_dnd_bundle(path, crops):
