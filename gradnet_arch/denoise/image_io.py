@@ -15,6 +15,7 @@ import os
 import struct
 import zlib
 
+from gradnet_arch.atomic_io import atomic_open
 from gradnet_arch.errors import BadFileError, DataError, ImageReadError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jpe', '.tif', '.tiff', '.bmp')
@@ -266,14 +267,8 @@ def write_image(path, img, overwrite=False, jpeg_quality=JPEG_QUALITY):
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
     if not ok:
         raise BadFileError(f'OpenCV could not encode {path} ({img.dtype}, shape {img.shape})')
-    tmp = f'{path}.tmp{os.getpid()}{ext}'
-    try:
-        with open(tmp, 'wb') as fout:
-            fout.write(buf.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_open(path) as fout:
+        fout.write(buf.tobytes())
 
 
 def to_uint8(img):

@@ -16,6 +16,7 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from gradnet_arch.archs.predenoiser import load_into, load_state_dict
+from gradnet_arch.atomic_io import atomic_open
 from gradnet_arch.errors import CheckpointKeyError, NonFiniteLossError, OptionError
 from gradnet_arch.registry import register
 
@@ -268,12 +269,8 @@ class GradNetModel(SRModel):
 
 def _atomic_save(obj, path):
     """torch.save to `path.tmp`, flush to disk, then rename: readers (and auto-resume) see old or new, never half."""
-    tmp_path = f'{path}.tmp'
-    with open(tmp_path, 'wb') as f:
+    with atomic_open(path, temp_path=f'{path}.tmp') as f:  # auto-resume skips a `.tmp` left by a killed write
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
 
 
 def _plain_scheduler_state(state):

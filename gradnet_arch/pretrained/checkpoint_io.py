@@ -11,6 +11,7 @@ import pickle
 import torch
 import warnings
 
+from gradnet_arch.atomic_io import atomic_open
 from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError
 from gradnet_arch.pretrained.safetensors_io import read_safetensors, write_safetensors
 
@@ -69,16 +70,8 @@ def save_checkpoint(path, params, params_ema=None, network_opt=None, meta=None):
     if network_opt is not None:
         ckpt['network_g'] = network_opt
     ckpt['meta'] = meta
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp_path, 'wb') as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    with atomic_open(path) as f:
+        torch.save(ckpt, f)
 
 
 def read_checkpoint(path):

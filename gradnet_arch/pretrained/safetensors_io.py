@@ -11,6 +11,7 @@ import struct
 import sys
 import torch
 
+from gradnet_arch.atomic_io import atomic_open
 from gradnet_arch.errors import BadFileError, OptionError
 
 DTYPES = {
@@ -76,19 +77,11 @@ def write_safetensors(path, tensors, metadata=None):
     header_bytes = json.dumps(header, separators=(',', ':')).encode('utf-8')
     header_bytes += b' ' * (-len(header_bytes) % 8)  # padding with spaces keeps the data 8-byte aligned
     path = str(path)
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    try:
-        with open(tmp_path, 'wb') as f:
-            f.write(struct.pack('<Q', len(header_bytes)))
-            f.write(header_bytes)
-            for blob in blobs:
-                f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    with atomic_open(path) as f:
+        f.write(struct.pack('<Q', len(header_bytes)))
+        f.write(header_bytes)
+        for blob in blobs:
+            f.write(blob)
 
 
 def read_safetensors(path):

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 
+from gradnet_arch.atomic_io import atomic_open
 from gradnet_arch.errors import BadFileError, MissingFileError
 
 ENV_VAR = 'GRADNET_WEIGHTS_DIR'
@@ -128,9 +129,6 @@ def write_manifest(models, directory=None):
     directory = weights_dir(directory)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, MANIFEST)
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    with open(tmp_path, 'w', encoding='utf-8') as f:
-        json.dump({'models': dict(sorted(models.items()))}, f, indent=2)
-        f.write('\n')
-    os.replace(tmp_path, path)
+    with atomic_open(path) as f:
+        f.write((json.dumps({'models': dict(sorted(models.items()))}, indent=2) + '\n').encode('utf-8'))
     return path

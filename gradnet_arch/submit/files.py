@@ -6,6 +6,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
+from gradnet_arch.atomic_io import atomic_open
 from gradnet_arch.errors import DataError, ImageReadError, MissingFileError, OptionError
 
 
@@ -55,14 +56,8 @@ def atomic_savemat(path, variables, overwrite=False):
 
     check_new_file(path, overwrite)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temp = _temp_name(path)
-    try:
-        with open(temp, 'wb') as fout:  # a file object: savemat would append '.mat' to a name without it
-            scipy.io.savemat(fout, variables, do_compression=True, oned_as='row')
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+    with atomic_open(path, temp_path=_temp_name(path)) as fout:  # a file object: savemat would add '.mat' to a name
+        scipy.io.savemat(fout, variables, do_compression=True, oned_as='row')
 
 
 class StagedFolder:
