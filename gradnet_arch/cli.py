@@ -1,10 +1,31 @@
 """Shared runner of the command-line entry points: BasicSR's pipeline, CPU-friendly, with readable errors."""
+import contextlib
 import os
 import sys
 
 from gradnet_arch.compat import pipeline_fixes
 from gradnet_arch.errors import UserError
 from gradnet_arch.option_check import check_option_file
+
+
+@contextlib.contextmanager
+def user_errors(leading_newline=True, interrupt_message=None):
+    """End the process with exit status 2 and the message alone (no traceback) on a UserError.
+
+    Args:
+        leading_newline (bool): Start the message on a fresh line (after a progress bar or a log line).
+        interrupt_message (str | None): Printed, with exit status 130, on Ctrl-C; None lets KeyboardInterrupt through.
+    """
+    try:
+        yield
+    except UserError as error:
+        print(f'{chr(10) if leading_newline else ""}Error: {error}', file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if interrupt_message is None:
+            raise
+        print(interrupt_message, file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 def run_pipeline(pipeline, argv=None):
@@ -17,11 +38,9 @@ def run_pipeline(pipeline, argv=None):
     saved_argv = sys.argv
     sys.argv = [saved_argv[0]] + argv  # BasicSR's parse_options reads sys.argv
     try:
-        check_option_file(argv)
-        with pipeline_fixes():
-            pipeline(os.getcwd())
-    except UserError as error:
-        print(f'\nError: {error}', file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        with user_errors():
+            check_option_file(argv)
+            with pipeline_fixes():
+                pipeline(os.getcwd())
     finally:
         sys.argv = saved_argv

@@ -29,7 +29,8 @@ from gradnet_arch.benchmark.cost import median_seconds_per_megapixel, timed
 from gradnet_arch.benchmark.models import load_model, spec_forms
 from gradnet_arch.benchmark.report import check_new_outputs, markdown_table, write_csv, write_json, write_plot
 from gradnet_arch.benchmark.testsets import build_cases, tensor_sha256
-from gradnet_arch.errors import DataError, OptionError, UserError
+from gradnet_arch.cli import user_errors
+from gradnet_arch.errors import DataError, OptionError
 from gradnet_arch.metrics.region_psnr import calculate_psnr_region, texture_mask
 
 _CHANNEL_COLOR = {1: 'gray', 3: 'rgb'}
@@ -298,11 +299,8 @@ def main(argv=None):
     import gradnet_arch  # noqa: F401  (registers the archs, so that option dicts can name them)
 
     args = build_parser().parse_args(argv)
-    try:
+    with user_errors():
         run(args)
-    except UserError as error:
-        print(f'\nError: {error}', file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
 
 
 def run(args):

@@ -5,6 +5,7 @@ import os
 import sys
 import torch
 
+from gradnet_arch.cli import user_errors
 from gradnet_arch.denoise.image_io import IMAGE_EXTENSIONS
 from gradnet_arch.denoise.runner import (DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_TILE_BATCH, PRECISIONS, check_precision,
                                          denoise_file, gradient_module, net_channels, output_paths, resolve_device)
@@ -285,10 +286,8 @@ def main(argv=None):
         log_level = cv2_logging.getLogLevel()
         cv2_logging.setLogLevel(cv2_logging.LOG_LEVEL_SILENT)
     try:
-        status = run(args)
-    except UserError as error:
-        print(f'\nError: {error}', file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        with user_errors():
+            status = run(args)
     finally:
         if cv2_logging is not None:
             cv2_logging.setLogLevel(log_level)

@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 
-from gradnet_arch.errors import UserError
+from gradnet_arch.cli import user_errors
 from gradnet_arch.prep import dnd, folders, sidd
 
 _EPILOG = ('Outputs appear only when complete. Re-running a command on unchanged inputs does nothing; an output built '
@@ -223,14 +223,8 @@ def run(args):
 def main(argv=None):
     """Entry point; exit status 0 on success, 2 (with a one-line message) for mistakes in inputs or options."""
     args = build_parser().parse_args(argv)
-    try:
+    with user_errors(leading_newline=False, interrupt_message='Interrupted; no output was written.'):
         report = run(args)
-    except UserError as error:
-        print(f'Error: {error}', file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print('Interrupted; no output was written.', file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
     print(report.summary(), flush=True)
     return 0
 

@@ -85,6 +85,19 @@ def read_boxes(info_path):
     return boxes
 
 
+def image_paths(root):
+    """(boxes, paths): info.mat's boxes and the images_srgb/NNNN.mat files they belong to, all checked to exist."""
+    if not os.path.isdir(root):
+        raise MissingFileError(f'DND folder not found: {root} (it holds info.mat and images_srgb/).')
+    info_path = os.path.join(root, 'info.mat')
+    boxes = read_boxes(info_path)
+    paths = [os.path.join(root, 'images_srgb', f'{number:04d}.mat') for number in range(1, len(boxes) + 1)]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise MissingFileError(f'{len(missing)} DND image(s) listed in {info_path} are missing, e.g. {missing[0]}.')
+    return boxes, paths
+
+
 def read_crops(path, number, boxes):
     """The boxes of one DND image as stored: rows x columns x RGB arrays (float32, nominally in [0, 1], unclipped).
 
@@ -151,14 +164,8 @@ def prepare_dnd(root, out_dir, bits=16, compress_level=1, workers=1, overwrite=F
     if bits not in (8, 16):
         raise OptionError(f'bits must be 8 or 16, got {bits!r}.')
     compress_level = check_compress_level(compress_level)
-    if not os.path.isdir(root):
-        raise MissingFileError(f'DND folder not found: {root}')
+    boxes, paths = image_paths(root)
     info_path = os.path.join(root, 'info.mat')
-    boxes = read_boxes(info_path)
-    paths = [os.path.join(root, 'images_srgb', f'{number:04d}.mat') for number in range(1, len(boxes) + 1)]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise MissingFileError(f'{len(missing)} DND image(s) listed in {info_path} are missing, e.g. {missing[0]}.')
     settings = dict(bits=bits, compress_level=compress_level)
     digest = fingerprint('dnd', settings, [info_path] + paths)
     report = PrepReport('dnd', outputs={out_dir: 0})

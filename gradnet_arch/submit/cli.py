@@ -12,7 +12,8 @@ import argparse
 import sys
 import warnings
 
-from gradnet_arch.errors import OptionError, UserError
+from gradnet_arch.cli import user_errors
+from gradnet_arch.errors import OptionError
 
 _EPILOG = ('MODEL is a shipped model name, a checkpoint (.pth/.safetensors) with embedded network options (or give '
            'them with --network-opt), or a BasicSR option YAML (its network_g and path.pretrain_network_g). '
@@ -156,16 +157,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None):
     """Entry point; exit status 0 on success, 2 (with a one-line message) for mistakes in inputs or options."""
     args = build_parser().parse_args(argv)
-    try:
+    with user_errors(leading_newline=False, interrupt_message='Interrupted; no output was written.'):
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one plain line, not Python's file:line form
             report = run(args)
-    except UserError as error:
-        print(f'Error: {error}', file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print('Interrupted; no output was written.', file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
     print(report.summary(), flush=True)
     return 0
 

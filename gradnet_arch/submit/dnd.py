@@ -16,12 +16,11 @@ already saved as PNGs named by prep's crop keys, `{image:04d}_{box:02d}.png`, op
 BasicSR's test pipeline appends; 8-bit PNGs become x / 255, 16-bit ones x / 65535.
 """
 import numpy as np
-import os
 import warnings
 from tqdm import tqdm
 
-from gradnet_arch.errors import DataError, MissingFileError
-from gradnet_arch.prep.dnd import dnd_key, read_boxes, read_crops
+from gradnet_arch.errors import DataError
+from gradnet_arch.prep.dnd import dnd_key, image_paths, read_crops
 from gradnet_arch.submit.files import (StagedFolder, SubmitReport, check_keys, find_keyed_pngs, full_grid,
                                        read_result_png)
 from gradnet_arch.submit.inference import Denoiser, check_rgb_model, load_net
@@ -34,19 +33,6 @@ KEY_PATTERN = r'(\d{4})_(\d{2})'
 def bundle_name(number):
     """File name of image `number`'s bundle (1-based): 0001.mat."""
     return f'{number:04d}.mat'
-
-
-def image_paths(root):
-    """(boxes, paths): info.mat's boxes and the image files they belong to, all checked to exist."""
-    if not os.path.isdir(root):
-        raise MissingFileError(f'DND folder not found: {root} (it holds info.mat and images_srgb/).')
-    info_path = os.path.join(root, 'info.mat')
-    boxes = read_boxes(info_path)
-    paths = [os.path.join(root, 'images_srgb', f'{number:04d}.mat') for number in range(1, len(boxes) + 1)]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise MissingFileError(f'{len(missing)} DND image(s) listed in {info_path} are missing, e.g. {missing[0]}.')
-    return boxes, paths
 
 
 def _warn_counts(boxes, source):
