@@ -27,8 +27,7 @@ import os
 
 from gradnet_arch.errors import BadFileError, DataError, MissingFileError, OptionError
 from gradnet_arch.prep.folders import records_writer
-from gradnet_arch.prep.lmdb_writer import (AtomicOutputs, PrepReport, check_compress_level, encode_png, fingerprint,
-                                           process_jobs)
+from gradnet_arch.prep.lmdb_writer import begin_command, check_compress_level, encode_png, process_jobs
 
 IMAGE_VARIABLE = 'InoisySRGB'
 
@@ -167,11 +166,8 @@ def prepare_dnd(root, out_dir, bits=16, compress_level=1, workers=1, overwrite=F
     boxes, paths = image_paths(root)
     info_path = os.path.join(root, 'info.mat')
     settings = dict(bits=bits, compress_level=compress_level)
-    digest = fingerprint('dnd', settings, [info_path] + paths)
-    report = PrepReport('dnd', outputs={out_dir: 0})
-    outputs = AtomicOutputs([out_dir], digest, overwrite, stamp=dict(command='dnd', settings=settings))
-    if outputs.up_to_date:
-        report.up_to_date = True
+    report, outputs = begin_command('dnd', settings, [info_path] + paths, [out_dir], overwrite)
+    if report.up_to_date:
         return report
     jobs = [(number, path, boxes[number - 1].tolist()) for number, path in enumerate(paths, 1)]
     with outputs:

@@ -18,8 +18,8 @@ import sys
 
 from gradnet_arch.data.gaussian_noise_dataset import IMG_EXTENSIONS
 from gradnet_arch.errors import DataError, ImageReadError, MissingFileError, OptionError
-from gradnet_arch.prep.lmdb_writer import (AtomicOutputs, PrepReport, check_compress_level, check_positive, encode_png,
-                                           fingerprint, make_key, process_jobs)
+from gradnet_arch.prep.lmdb_writer import (begin_command, check_compress_level, check_positive, encode_png, make_key,
+                                           process_jobs)
 
 COLORS = ('rgb', 'gray')
 
@@ -214,11 +214,8 @@ def prepare_crops(folders,
         folder_prefix=folder_prefix,
         compress_level=compress_level,
         skip_bad=skip_bad)
-    digest = fingerprint('crops', settings, [job[1][0] for job in jobs])
-    report = PrepReport('crops', outputs={out: 0}, sources=len(jobs))
-    outputs = AtomicOutputs([out], digest, overwrite, stamp=dict(command='crops', settings=settings))
-    if outputs.up_to_date:
-        report.up_to_date = True
+    report, outputs = begin_command('crops', settings, [job[1][0] for job in jobs], [out], overwrite, sources=len(jobs))
+    if report.up_to_date:
         return report
     encode = functools.partial(
         encode_sources,
@@ -410,11 +407,13 @@ def prepare_paired(lq_dir,
         recursive=recursive,
         compress_level=compress_level,
         skip_bad=skip_bad)
-    digest = fingerprint('paired', settings, [path for _, gt, lq in pairs for path in (gt, lq)])
-    report = PrepReport('paired', outputs={path: 0 for path in targets.values()}, sources=len(pairs))
-    outputs = AtomicOutputs(list(targets.values()), digest, overwrite, stamp=dict(command='paired', settings=settings))
-    if outputs.up_to_date:
-        report.up_to_date = True
+    report, outputs = begin_command(
+        'paired',
+        settings, [path for _, gt, lq in pairs for path in (gt, lq)],
+        targets.values(),
+        overwrite,
+        sources=len(pairs))
+    if report.up_to_date:
         return report
     encode = functools.partial(
         encode_sources,

@@ -509,3 +509,24 @@ def check_compress_level(level):
     if level > 9:
         raise OptionError(f'compress_level must be 0-9, got {level}.')
     return int(level)
+
+
+def begin_command(command, settings, input_files, targets, overwrite, **report_fields):
+    """The report and staged outputs of a preparation command, with `report.up_to_date` set when there is nothing to do.
+
+    Args:
+        command (str): The command name (sidd-train, ...); recorded in the outputs' stamp.
+        settings (dict): Every setting that changes the outputs.
+        input_files (list[str]): The files read (fingerprinted by path, size and modification time).
+        targets (list[str]): The output folders / LMDBs.
+        overwrite (bool): Replace outputs made from other inputs or settings.
+        **report_fields: More PrepReport fields (sources, skipped).
+
+    Returns:
+        tuple[PrepReport, AtomicOutputs]
+    """
+    digest = fingerprint(command, settings, input_files)
+    report = PrepReport(command, outputs={target: 0 for target in targets}, **report_fields)
+    outputs = AtomicOutputs(list(targets), digest, overwrite, stamp=dict(command=command, settings=settings))
+    report.up_to_date = outputs.up_to_date
+    return report, outputs

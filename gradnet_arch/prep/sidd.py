@@ -30,8 +30,7 @@ import re
 
 from gradnet_arch.errors import BadFileError, DataError, MissingFileError
 from gradnet_arch.prep.folders import check_crop_options, encode_sources, handle_unpaired, records_writer
-from gradnet_arch.prep.lmdb_writer import (AtomicOutputs, PrepReport, check_compress_level, encode_png, fingerprint,
-                                           make_key, process_jobs)
+from gradnet_arch.prep.lmdb_writer import begin_command, check_compress_level, encode_png, make_key, process_jobs
 
 VAL_NOISY_VARIABLE = 'ValidationNoisyBlocksSrgb'
 VAL_GT_VARIABLE = 'ValidationGtBlocksSrgb'
@@ -119,11 +118,14 @@ def prepare_sidd_train(root,
     targets = [os.path.join(out_dir, GT_LMDB), os.path.join(out_dir, INPUT_LMDB)]
     settings = dict(
         crop_size=crop_size, step=step, thresh_size=thresh_size, compress_level=compress_level, skip_bad=skip_bad)
-    digest = fingerprint('sidd-train', settings, [path for _, gt, noisy in pairs for path in (gt, noisy)])
-    report = PrepReport('sidd-train', outputs={t: 0 for t in targets}, sources=len(pairs), skipped=skipped)
-    outputs = AtomicOutputs(targets, digest, overwrite, stamp=dict(command='sidd-train', settings=settings))
-    if outputs.up_to_date:
-        report.up_to_date = True
+    report, outputs = begin_command(
+        'sidd-train',
+        settings, [path for _, gt, noisy in pairs for path in (gt, noisy)],
+        targets,
+        overwrite,
+        sources=len(pairs),
+        skipped=skipped)
+    if report.up_to_date:
         return report
     if not pairs:
         raise DataError(f'no complete GT/NOISY pair under {root}.')
@@ -252,11 +254,8 @@ def prepare_sidd_val(noisy_mat,
             raise MissingFileError(f'.mat file not found: {path}')
     targets = [os.path.join(out_dir, GT_LMDB), os.path.join(out_dir, INPUT_LMDB)]
     settings = dict(noisy_variable=noisy_variable, gt_variable=gt_variable, compress_level=compress_level)
-    digest = fingerprint('sidd-val', settings, [noisy_mat, gt_mat])
-    report = PrepReport('sidd-val', outputs={t: 0 for t in targets})
-    outputs = AtomicOutputs(targets, digest, overwrite, stamp=dict(command='sidd-val', settings=settings))
-    if outputs.up_to_date:
-        report.up_to_date = True
+    report, outputs = begin_command('sidd-val', settings, [noisy_mat, gt_mat], targets, overwrite)
+    if report.up_to_date:
         return report
     noisy = load_blocks(noisy_mat, noisy_variable)
     gt = load_blocks(gt_mat, gt_variable)
@@ -297,11 +296,8 @@ def prepare_sidd_benchmark(noisy_mat, out_dir, compress_level=1, overwrite=False
     if not os.path.isfile(noisy_mat):
         raise MissingFileError(f'.mat file not found: {noisy_mat}')
     settings = dict(variable=variable, compress_level=compress_level)
-    digest = fingerprint('sidd-benchmark', settings, [noisy_mat])
-    report = PrepReport('sidd-benchmark', outputs={out_dir: 0})
-    outputs = AtomicOutputs([out_dir], digest, overwrite, stamp=dict(command='sidd-benchmark', settings=settings))
-    if outputs.up_to_date:
-        report.up_to_date = True
+    report, outputs = begin_command('sidd-benchmark', settings, [noisy_mat], [out_dir], overwrite)
+    if report.up_to_date:
         return report
     noisy = load_blocks(noisy_mat, variable)
     with outputs:
