@@ -1,12 +1,15 @@
 """Training throughput on this machine: BasicSR's loop (1 and 2 processes) against a bare PyTorch loop.
 
-    python benchmarks/bench_training.py [--iters 60] [--repeats 3] [--device cpu|cuda]
+    python benchmarks/bench_training.py [--preset demo|paper] [--amp bf16|false] [--iters 60] [--repeats 3]
+                                        [--device cpu|cuda]
 
-Every row trains the same GradNet (demo size: 32 features, 2 modules x 2 units, frozen pre-denoiser of the same
-size) on the same data (GaussianNoiseDataset, sigma 25, 48x48 crops, batch 16 per process, one loader worker per
-process) with L1 + 0.1 * gradient loss and Adam. Throughput is measured between iteration 10 and the last one
-(start-up and warm-up excluded): from the timestamps of BasicSR's log lines for the BasicSR rows, with a timer for
-the bare loop. The median over `repeats` runs is printed, as a Markdown table.
+Every row trains the same GradNet (`--preset demo`: 32 features, 2 modules x 2 units, batch 16 of 48x48 crops;
+`paper`: 64 features, 4 x 4, batch 8 of 64x64; a frozen pre-denoiser of the same size) on the same data
+(GaussianNoiseDataset, sigma 25, one loader worker per process) with L1 + 0.1 * gradient loss and Adam, in float32
+NCHW (`--amp false`) or with bf16 autocast + channels_last (`--amp bf16`, GradNetModel's `amp` / `channels_last`).
+Throughput is measured between iteration `warmup` and the last one (start-up and warm-up excluded): from the
+timestamps of BasicSR's log lines for the BasicSR rows, with a timer for the bare loop. The median over `repeats` runs
+is printed, as a Markdown table. benchmarks/bench_fast_path.py uses these functions for its training table.
 """
 import argparse
 import datetime
@@ -19,8 +22,29 @@ import tempfile
 import time
 import yaml
 
-NET = {'num_in_ch': 3, 'num_feat': 32, 'num_modules': 2, 'num_units': 2}
-BATCH, CROP, WARMUP = 16, 48, 10
+PRESETS = {
+    'demo': {
+        'net': {
+            'num_in_ch': 3,
+            'num_feat': 32,
+            'num_modules': 2,
+            'num_units': 2
+        },
+        'batch': 16,
+        'crop': 48
+    },
+    'paper': {
+        'net': {
+            'num_in_ch': 3,
+            'num_feat': 64,
+            'num_modules': 4,
+            'num_units': 4
+        },
+        'batch': 8,
+        'crop': 64
+    },
+}
+WARMUP = 10
 
 
 def write_images(folder, count=8):
@@ -35,52 +59,56 @@ def write_images(folder, count=8):
     return folder
 
 
-def dataset_opt(folder):
+def dataset_opt(folder, preset):
     return {
         'name': 'bench',
         'type': 'GaussianNoiseDataset',
         'dataroot_gt': folder,
         'color': 'rgb',
         'sigma': 25,
-        'gt_size': CROP,
+        'gt_size': PRESETS[preset]['crop'],
         'use_hflip': True,
         'use_rot': True,
         'io_backend': {
             'type': 'disk'
         },
         'num_worker_per_gpu': 1,
-        'batch_size_per_gpu': BATCH,
+        'batch_size_per_gpu': PRESETS[preset]['batch'],
         'dataset_enlarge_ratio': 1000,
         'prefetch_mode': None,
         'phase': 'train'
     }
 
 
-def stage1_checkpoint(root):
+def stage1_checkpoint(root, preset):
     import torch
 
     from gradnet_arch import MSKResNet
 
-    path = os.path.join(root, 'stage1.pth')
-    torch.save({'params': MSKResNet(**NET).state_dict()}, path)
+    path = os.path.join(root, f'stage1_{preset}.pth')
+    torch.save({'params': MSKResNet(**PRESETS[preset]['net']).state_dict()}, path)
     return path
 
 
-def network(stage1):
-    return dict(NET, type='GradNet', global_residual=True, predenoiser=dict(NET, type='MSKResNet', pretrained=stage1))
+def network(stage1, preset):
+    net = PRESETS[preset]['net']
+    return dict(net, type='GradNet', global_residual=True, predenoiser=dict(net, type='MSKResNet', pretrained=stage1))
 
 
-def basicsr_run(root, folder, stage1, procs, iters, device):
-    name = f'bench_{procs}p_{time.monotonic_ns()}'
+def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=False, warmup=WARMUP):
+    """iterations/s of `gradnet-train` (BasicSR's loop) with `procs` processes."""
+    name = f'bench_{preset}_{amp}_{procs}p_{time.monotonic_ns()}'
     opt = {
         'name': name,
         'model_type': 'GradNetModel',
         'num_gpu': 1 if device == 'cuda' else 0,
         'manual_seed': 1,
+        'amp': amp,
+        'channels_last': bool(amp),
         'datasets': {
-            'train': dict(dataset_opt(folder), phase=None)
+            'train': dict(dataset_opt(folder, preset))
         },
-        'network_g': network(stage1),
+        'network_g': network(stage1, preset),
         'path': {
             'pretrain_network_g': None,
             'resume_state': None
@@ -127,34 +155,40 @@ def basicsr_run(root, folder, stage1, procs, iters, device):
         int(i): datetime.datetime.strptime(t, '%Y-%m-%d %H:%M:%S,%f')
         for t, i in re.findall(r'^(\S+ \S+) INFO: \[.*?iter:\s+(\d+),', log, re.M)
     }
-    return (iters - WARMUP) / (stamps[iters] - stamps[WARMUP]).total_seconds()
+    return (iters - warmup) / (stamps[iters] - stamps[warmup]).total_seconds()
 
 
-def bare_run(folder, stage1, iters, device):
+def bare_run(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP):
     """The same net, data, losses and optimizer in a plain PyTorch loop (no BasicSR model, logger or prefetcher)."""
     import torch
     from basicsr.archs import build_network
     from basicsr.data import build_dataset
 
     from gradnet_arch import GradientConsistencyLoss
+    from gradnet_arch.precision import amp_precision, autocast, memory_format, to_memory_format
 
+    precision, _ = amp_precision(amp, device)
     torch.manual_seed(1)
-    net = build_network(network(stage1)).to(device).train()
+    net = build_network(network(stage1, preset)).to(device, memory_format=memory_format(bool(amp))).train()
     optimizer = torch.optim.Adam(net.own_parameters(), lr=1e-3)
     grad_loss = GradientConsistencyLoss(loss_weight=0.1).to(device)
-    dataset = build_dataset(dataset_opt(folder))
+    dataset = build_dataset(dataset_opt(folder, preset))
+    batch_size = PRESETS[preset]['batch']
     # as many random samples as the run needs (BasicSR's enlarged sampler does the same for its loop)
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=iters * BATCH)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=1, drop_last=True)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=iters * batch_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=1, drop_last=True)
 
     start = None
     for i, batch in enumerate(loader, 1):
-        if i == WARMUP + 1:
+        if i == warmup + 1:
             if device == 'cuda':
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        lq, gt = batch['lq'].to(device), batch['gt'].to(device)
-        out = net(lq)
+        lq = to_memory_format(batch['lq'].to(device), bool(amp))
+        gt = to_memory_format(batch['gt'].to(device), bool(amp))
+        with autocast(precision, device):
+            out = net(lq)
+        out = out.float()
         loss = (out - gt).abs().mean() + grad_loss(out, gt)
         optimizer.zero_grad()
         loss.backward()
@@ -163,38 +197,43 @@ def bare_run(folder, stage1, iters, device):
             break
     if device == 'cuda':
         torch.cuda.synchronize()
-    return (iters - WARMUP) / (time.perf_counter() - start)
+    return (iters - warmup) / (time.perf_counter() - start)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--preset', default='demo', choices=sorted(PRESETS))
+    parser.add_argument('--amp', default='false', choices=['false', 'bf16', 'fp16'])
     parser.add_argument('--iters', type=int, default=60)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     args = parser.parse_args()
     import torch
 
+    amp = False if args.amp == 'false' else args.amp
+    kwargs = dict(preset=args.preset, amp=amp)
     rows = []
     with tempfile.TemporaryDirectory() as root:
         folder = write_images(os.path.join(root, 'images'))
-        stage1 = stage1_checkpoint(root)
-        cases = [('bare PyTorch loop', 1, lambda: bare_run(folder, stage1, args.iters, args.device)),
+        stage1 = stage1_checkpoint(root, args.preset)
+        cases = [('bare PyTorch loop', 1, lambda: bare_run(folder, stage1, args.iters, args.device, **kwargs)),
                  ('BasicSR loop (gradnet-train)', 1,
-                  lambda: basicsr_run(root, folder, stage1, 1, args.iters, args.device))]
+                  lambda: basicsr_run(root, folder, stage1, 1, args.iters, args.device, **kwargs))]
         if args.device == 'cpu' or torch.cuda.device_count() > 1:
             cases.append(('BasicSR loop, torchrun DDP', 2,
-                          lambda: basicsr_run(root, folder, stage1, 2, args.iters, args.device)))
+                          lambda: basicsr_run(root, folder, stage1, 2, args.iters, args.device, **kwargs)))
         for label, procs, fn in cases:
             speeds = [fn() for _ in range(args.repeats)]
             rows.append((label, procs, statistics.median(speeds)))
             print(f'[bench] {label}: {", ".join(f"{s:.2f}" for s in speeds)} it/s', file=sys.stderr, flush=True)
     bare = rows[0][2]
-    print(f'\nGradNet demo size, batch {BATCH} x {CROP}x{CROP} per process, device {args.device}, torch '
-          f'{torch.__version__}, {os.cpu_count()} CPU cores, median of {args.repeats}\n')
+    batch, crop = PRESETS[args.preset]['batch'], PRESETS[args.preset]['crop']
+    print(f'\nGradNet {args.preset} size, batch {batch} x {crop}x{crop} per process, amp {args.amp}, device '
+          f'{args.device}, torch {torch.__version__}, {os.cpu_count()} CPU cores, median of {args.repeats}\n')
     print('| loop | processes | iterations/s | images/s | time per image vs bare loop |\n|---|---|---|---|---|')
     for label, procs, speed in rows:
-        images = speed * BATCH * procs
-        print(f'| {label} | {procs} | {speed:.2f} | {images:.1f} | {bare * BATCH / images:.2f}x |')
+        images = speed * batch * procs
+        print(f'| {label} | {procs} | {speed:.2f} | {images:.1f} | {bare * batch / images:.2f}x |')
 
 
 if __name__ == '__main__':

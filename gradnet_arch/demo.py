@@ -7,6 +7,9 @@
 3. trains stage 2 (a small GradNet fed the Sobel gradient of the frozen stage-1 output);
 4. prints PSNR/SSIM (BasicSR's metrics: RGB, crop 0, 8-bit) of the noisy input, stage 1 and GradNet on the
    validation photo with reproducible AWGN sigma 25.
+
+The option files train with bf16 autocast and channels_last tensors (float32 on CPUs without native bf16);
+`--amp false` trains and evaluates both stages in float32 instead, for comparison.
 """
 import argparse
 import os
@@ -35,33 +38,39 @@ def write_photos(root):
     return folders
 
 
-def evaluate(opt_files):
-    """PSNR/SSIM of the noisy input and of each stage's final network on the validation set."""
+def evaluate(opt_files, amp=None):
+    """PSNR/SSIM of the noisy input and of each stage's final network on the validation set, in the precision and
+    memory format of the option files (`amp` overrides their `amp`)."""
     import torch
     from basicsr.archs import build_network
     from basicsr.data import build_dataset
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import tensor2img
-    from basicsr.utils.options import yaml_load
 
     from gradnet_arch.archs.predenoiser import load_state_dict
+    from gradnet_arch.option_check import read_option_file
+    from gradnet_arch.precision import amp_precision, autocast, to_memory_format
 
     rows = []
     val_opt = None
     for opt_file in opt_files:
-        opt = yaml_load(opt_file)
+        opt = read_option_file(opt_file)
         val_opt = dict(opt['datasets']['val'], phase='val')
         net = build_network(opt['network_g'])
         path = os.path.join('experiments', opt['name'], 'models', 'net_g_latest.pth')
         net.load_state_dict(load_state_dict(path, 'params'))
-        rows.append((f'{opt["network_g"]["type"]} ({opt["name"]})', net.eval()))
+        precision, _ = amp_precision(opt.get('amp', False) if amp is None else amp, 'cpu')
+        channels_last = opt.get('channels_last', False) and amp is not False
+        net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        rows.append((f'{opt["network_g"]["type"]} ({opt["name"]}, {precision})', net.eval(), precision, channels_last))
     dataset = build_dataset(val_opt)
     results = []
-    for label, net in [('noisy input', None)] + rows:
+    for label, net, precision, channels_last in [('noisy input', None, 'fp32', False)] + rows:
         psnr = ssim = 0.
         for item in dataset:
-            with torch.no_grad():
-                out = item['lq'][None] if net is None else net(item['lq'][None])
+            with torch.no_grad(), autocast(precision, 'cpu'):
+                lq = to_memory_format(item['lq'][None], channels_last)
+                out = lq if net is None else net(lq).float()
             img, gt = tensor2img([out]), tensor2img([item['gt'][None]])
             psnr += calculate_psnr(img, gt, crop_border=0)
             ssim += calculate_ssim(img, gt, crop_border=0)
@@ -75,7 +84,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--opt-dir', default=os.path.join('options', 'demo'), help='folder of the two demo YAMLs')
     parser.add_argument('--data-root', default=os.path.join('datasets', 'skimage_demo'))
+    parser.add_argument(
+        '--amp',
+        choices=('bf16', 'false'),
+        help='override the option files\' amp (bf16 + channels_last): false trains and evaluates in float32')
     args = parser.parse_args(argv)
+    amp = None if args.amp is None else (args.amp if args.amp == 'bf16' else False)
+    force = [] if amp is None else ['--force_yml', f'amp={args.amp}', f'channels_last={amp is not False}']
     opt_files = [os.path.join(args.opt_dir, name) for name in STAGES]
     missing = [f for f in opt_files if not os.path.isfile(f)]
     if missing:
@@ -84,8 +99,8 @@ def main(argv=None):
     write_photos(args.data_root)
     for i, opt_file in enumerate(opt_files, 1):
         print(f'[demo] stage {i}/2: gradnet-train -opt {opt_file}', flush=True)
-        train.main(['-opt', opt_file])
-    results = evaluate(opt_files)
+        train.main(['-opt', opt_file] + force)
+    results = evaluate(opt_files, amp)
     print('\n[demo] validation photo, AWGN sigma 25 (seeded), BasicSR metrics on RGB, crop 0:')
     print(f'| {"model":<52} | PSNR (dB) | SSIM   |\n|{"-" * 54}|-----------|--------|')
     for label, psnr, ssim in results:

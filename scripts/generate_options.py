@@ -265,11 +265,20 @@ def train_section(total_iter, milestones, milestone_note, gradient_loss, stage):
     return train
 
 
+AMP_NOTE = ('GradNetModel\'s mixed precision (weights, EMA and checkpoints stay fp32): bf16 on Ampere or later GPUs',
+            'and on CPUs with native bf16 (other CPUs fall back to fp32); amp: fp16 for older GPUs; amp: false = fp32.')
+
+
+def fast_path():
+    """The top-level `amp` and `channels_last` options of GradNetModel (bf16 + channels_last)."""
+    return {'amp': note('bf16', above=AMP_NOTE), 'channels_last': note(True, 'NHWC: fastest in oneDNN and cuDNN')}
+
+
 def train_file(name, num_gpu, datasets, network_g, train, val_freq, checkpoint_freq, print_freq=100, tb_logger=True):
     opt = {'name': name, 'model_type': 'GradNetModel'}
     if any(_unwrap(d)[0]['type'] == 'PairedImageDataset' for d in datasets.values()):
         opt['scale'] = note(1, SCALE_NOTE)
-    opt.update(num_gpu=num_gpu, manual_seed=SEED, datasets=datasets, network_g=network_g)
+    opt.update(num_gpu=num_gpu, manual_seed=SEED, **fast_path(), datasets=datasets, network_g=network_g)
     opt['path'] = {'pretrain_network_g': None, 'param_key_g': 'params', 'strict_load_g': True, 'resume_state': None}
     opt['train'] = train
     opt['val'] = {'val_freq': val_freq, 'save_img': False, 'metrics': metrics(plain(network_g)['num_in_ch'] == 1)}
@@ -290,7 +299,7 @@ def test_file(name, num_gpu, datasets, train_net, trained_by, with_metrics=True)
     opt = {'name': name, 'model_type': 'GradNetModel'}
     if any(_unwrap(d)[0]['type'] == 'PairedImageDataset' for d in datasets.values()):
         opt['scale'] = note(1, SCALE_NOTE)
-    opt.update(num_gpu=num_gpu, manual_seed=SEED, datasets=datasets, network_g=for_testing(train_net))
+    opt.update(num_gpu=num_gpu, manual_seed=SEED, **fast_path(), datasets=datasets, network_g=for_testing(train_net))
     opt['path'] = {
         'pretrain_network_g': checkpoint(trained_by),
         'param_key_g': note('params', 'the training run has no EMA (ema_decay 0), so its checkpoints hold `params` '

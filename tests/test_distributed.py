@@ -1,4 +1,5 @@
-"""Distributed runs on CPU (gloo): sharded validation, kill + auto-resume with identical losses, NaN stop."""
+"""Distributed runs on CPU (gloo): sharded validation, kill + auto-resume with identical losses, NaN stop; in fp32 and
+with GradNetModel's bf16 autocast + channels_last."""
 import cv2
 import glob
 import numpy as np
@@ -13,9 +14,24 @@ import torch
 from conftest import run_python, write_images
 from tiny_options import gradnet_network, make_test_options, make_train_options, stage1_network, write_yaml
 
+from gradnet_arch.precision import cpu_has_native_bf16
+
 pytestmark = pytest.mark.slow
 PORTS = iter(range(29811, 29899))
 ENV = {'OMP_NUM_THREADS': '1'}  # the same arithmetic in every process, so runs compare bit for bit
+NEEDS_BF16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason='no native bf16 on this CPU (amp falls back to fp32)')
+
+
+def fast(procs):
+    """A (procs, fast=True) parameter: bf16 autocast + channels_last."""
+    return pytest.param(procs, True, id=f'{procs}-bf16_channels_last', marks=NEEDS_BF16)
+
+
+def fast_path(opt, on):
+    """`opt` with GradNetModel's bf16 autocast + channels_last switched on when `on`."""
+    if on:
+        opt.update(amp='bf16', channels_last=True)
+    return opt
 
 
 def command(opt_file, procs, *flags, module='gradnet_arch.train'):
@@ -63,13 +79,13 @@ def gradnet_checkpoint(tmp_path_factory):
     return str(root / 'gradnet.pth'), network, str(root / 'stage1.pth')
 
 
-@pytest.mark.parametrize('procs', [2, 3])
-def test_sharded_validation_equals_single_process(procs, data, gradnet_checkpoint, tmp_path):
+@pytest.mark.parametrize('procs, use_fast', [(2, False), (3, False), fast(2)])
+def test_sharded_validation_equals_single_process(procs, use_fast, data, gradnet_checkpoint, tmp_path):
     """The test pipeline on 5 images: 1 process vs 2 or 3 (uneven shards) give the same metrics and images."""
     ckpt, network, _ = gradnet_checkpoint
     results = {}
     for n in (1, procs):
-        opt = make_test_options(f'shard{n}', data['val'], network, ckpt)
+        opt = fast_path(make_test_options(f'shard{n}', data['val'], network, ckpt), use_fast)
         opt_file = write_yaml(opt, tmp_path / f'test{n}.yml')
         proc = run_python(command(opt_file, n, module='gradnet_arch.test'), cwd=str(tmp_path), env=ENV)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -134,15 +150,16 @@ def _kill_and_resume(opt, procs, workdir, kill_after_state):
     return resumed_from, open(new_log).read()
 
 
-@pytest.mark.parametrize('procs', [1, 2])
-def test_killed_run_resumes_with_identical_losses(procs, data, gradnet_checkpoint, tmp_path):
+@pytest.mark.parametrize('procs, use_fast', [(1, False), (2, False), fast(2)])
+def test_killed_run_resumes_with_identical_losses(procs, use_fast, data, gradnet_checkpoint, tmp_path):
     """SIGKILL mid-run, --auto_resume: same final iteration, and every loss after the resume point equals the
     uninterrupted run's (same seed), because data order, crops and noise are tied to the sample, not the process."""
     _, _, stage1 = gradnet_checkpoint
     network = gradnet_network(stage1)
     network['num_feat'] = 16  # a little more work per iteration, so the kill lands mid-run
-    opt = make_train_options(
-        'killme', data, network, total_iter=40, checkpoint_freq=3, ema_decay=0.5, gradient_loss=True)
+    opt = fast_path(
+        make_train_options(
+            'killme', data, network, total_iter=40, checkpoint_freq=3, ema_decay=0.5, gradient_loss=True), use_fast)
     opt['datasets']['train'].update(gt_size=40, batch_size_per_gpu=2, num_worker_per_gpu=1, dataset_enlarge_ratio=5)
     opt['val']['val_freq'] = 1000  # validation only at the end
     opt['train']['scheduler']['milestones'] = [10, 25]
@@ -188,9 +205,9 @@ def test_no_torn_checkpoint_files(data, tmp_path):
     assert not glob.glob(str(tmp_path / 'experiments' / 'torn' / 'models' / '*.tmp'))
 
 
-@pytest.mark.parametrize('procs', [1, 2])
-def test_non_finite_loss_stops_with_intact_checkpoints(procs, data, tmp_path):
-    opt = make_train_options('nan', data, stage1_network(), total_iter=50, checkpoint_freq=1)
+@pytest.mark.parametrize('procs, use_fast', [(1, False), (2, False), fast(1)])
+def test_non_finite_loss_stops_with_intact_checkpoints(procs, use_fast, data, tmp_path):
+    opt = fast_path(make_train_options('nan', data, stage1_network(), total_iter=50, checkpoint_freq=1), use_fast)
     opt['train']['optim_g']['lr'] = 1e30  # the weights explode within a few steps
     opt['val']['val_freq'] = 1000
     opt_file = write_yaml(opt, tmp_path / 'opt.yml')

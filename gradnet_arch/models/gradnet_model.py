@@ -18,6 +18,7 @@ from tqdm import tqdm
 from gradnet_arch.archs.predenoiser import load_into, load_state_dict
 from gradnet_arch.atomic_io import atomic_open
 from gradnet_arch.errors import CheckpointKeyError, NonFiniteLossError, OptionError
+from gradnet_arch.precision import amp_precision, autocast, memory_format, to_memory_format
 from gradnet_arch.registry import register
 
 TRAIN_KEYS = ('ema_decay', 'optim_g', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'gradient_opt',
@@ -34,15 +35,35 @@ class GradNetModel(SRModel):
     frozen pre-denoiser is left out of the optimizer (silently: no per-parameter warnings), kept in eval mode, and
     BatchNorm statistics are copied into the EMA net (BasicSR's EMA averages parameters only).
 
-    Options beyond SRModel's (in `train`):
-        gradient_opt (dict, optional): The gradient-consistency loss, e.g.
+    Options beyond SRModel's:
+        amp (str | false, top level): Mixed precision of the forward passes in training, validation and testing:
+            `bf16` (CPUs with native bf16, Ampere or later GPUs), `fp16` (CUDA only, with a gradient scaler whose
+            state is kept in the resume state) or `false` (float32, BasicSR's behaviour). Weights, EMA, optimizer
+            and checkpoints stay float32, and losses and metrics are computed in float32. On a CPU without native
+            bf16, `bf16` falls back to float32 with one log line (emulated bf16 is slower there). Default: false.
+        channels_last (bool, top level): Keep the networks and their inputs in channels_last (NHWC) memory format,
+            which oneDNN and cuDNN run fastest, especially with `amp`. Checkpoints are saved in the usual layout.
+            Default: false.
+        gradient_opt (dict, optional, in `train`): The gradient-consistency loss, e.g.
             {type: GradientConsistencyLoss, loss_weight: 0.1, reduction: mean}.
     """
 
     def __init__(self, opt):
         _check_train_options(opt)
         _check_channels(opt)
+        # Set before SRModel builds the network: model_to_device converts the memory format.
+        self.precision, fallback = amp_precision(
+            opt.get('amp', False), torch.device('cuda' if opt.get('num_gpu', 0) != 0 else 'cpu'))
+        self.channels_last = bool(opt.get('channels_last', False))
+        self.grad_scaler = None
         super().__init__(opt)
+        if self.precision == 'fp16' and self.is_train:
+            self.grad_scaler = torch.amp.GradScaler('cuda')
+        logger = get_root_logger()
+        if fallback:
+            logger.warning(fallback)
+        logger.info(f'Precision: {_PRECISION_TEXT[self.precision]}; memory format: '
+                    f'{"channels_last (NHWC)" if self.channels_last else "contiguous (NCHW)"}.')
 
     def init_training_settings(self):
         net = self.get_bare_model(self.net_g)
@@ -53,6 +74,8 @@ class GradNetModel(SRModel):
                               'experiments/<stage1 name>/models/net_g_latest.pth), or pretrain_network_g to a full '
                               'GradNet checkpoint.')
         super().init_training_settings()
+        if hasattr(self, 'net_g_ema'):
+            self.net_g_ema.to(memory_format=memory_format(self.channels_last))
         train_opt = self.opt['train']
         self.cri_grad = build_loss(train_opt['gradient_opt']).to(self.device) if train_opt.get('gradient_opt') else None
         if self.opt['dist'] and getattr(net, 'predenoiser', None) is not None:
@@ -83,8 +106,8 @@ class GradNetModel(SRModel):
         self.optimizers.append(self.optimizer_g)
 
     def model_to_device(self, net):
-        """As BasicSR's, but DDP also works on CPU (gloo): device_ids only for CUDA."""
-        net = net.to(self.device)
+        """As BasicSR's, in the configured memory format, and DDP also works on CPU (gloo): device_ids only for CUDA."""
+        net = net.to(self.device, memory_format=memory_format(self.channels_last))
         if self.opt['dist']:
             device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
             net = DistributedDataParallel(
@@ -103,9 +126,16 @@ class GradNetModel(SRModel):
             if name in ema_buffers:
                 ema_buffers[name].data.copy_(buf.data)
 
+    def feed_data(self, data):
+        self.lq = to_memory_format(data['lq'].to(self.device), self.channels_last)
+        if 'gt' in data:
+            self.gt = to_memory_format(data['gt'].to(self.device), self.channels_last)
+
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
-        self.output = self.net_g(self.lq)
+        with autocast(self.precision, self.device):
+            output = self.net_g(self.lq)
+        self.output = output.float()  # the losses run in float32, outside autocast
 
         l_total = 0
         loss_dict = OrderedDict()
@@ -126,8 +156,13 @@ class GradNetModel(SRModel):
         loss_dict['l_total'] = l_total
         self._stop_if_not_finite(l_total, loss_dict, current_iter)
 
-        l_total.backward()
-        self.optimizer_g.step()
+        if self.grad_scaler is None:
+            l_total.backward()
+            self.optimizer_g.step()
+        else:  # fp16: scaled loss; steps with inf/NaN gradients are skipped and the scale lowered
+            self.grad_scaler.scale(l_total).backward()
+            self.grad_scaler.step(self.optimizer_g)
+            self.grad_scaler.update()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
@@ -143,6 +178,16 @@ class GradNetModel(SRModel):
                 f'The loss is not finite at iteration {current_iter} ({values}; on this or another rank). Training '
                 f'stopped before the update, so the checkpoints in {self.opt["path"].get("models")} are intact. Lower '
                 f'the learning rate or check the data, then continue with --auto_resume.')
+
+    def test(self):
+        """SRModel's test (the EMA net when there is one), with the configured precision; output in float32."""
+        net = getattr(self, 'net_g_ema', self.net_g)
+        net.eval()
+        with torch.no_grad(), autocast(self.precision, self.device):
+            output = net(self.lq)
+        self.output = output.float().contiguous()
+        if net is self.net_g and self.is_train:
+            self.net_g.train()
 
     def validation(self, dataloader, current_iter, tb_logger, save_img=False):
         """Validate on every rank, each on its share of the images; the metrics equal a single-process run's."""
@@ -237,7 +282,8 @@ class GradNetModel(SRModel):
         save_dict = {}
         for net_, key in zip(nets, keys):
             state = self.get_bare_model(net_).state_dict()
-            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+            # contiguous: the usual NCHW layout whatever the training memory format (safetensors needs it too)
+            save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu().contiguous() for k, v in state.items()}
         label = 'latest' if current_iter == -1 else current_iter
         save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
         _atomic_save(save_dict, save_path)
@@ -258,6 +304,8 @@ class GradNetModel(SRModel):
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [_plain_scheduler_state(s.state_dict()) for s in self.schedulers],
         }
+        if self.grad_scaler is not None:
+            state['grad_scaler'] = self.grad_scaler.state_dict()
         _atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
     def resume_training(self, resume_state):
@@ -265,12 +313,21 @@ class GradNetModel(SRModel):
             if isinstance(state.get('milestones'), dict):
                 state['milestones'] = collections.Counter(state['milestones'])
         super().resume_training(resume_state)
+        if self.grad_scaler is not None and 'grad_scaler' in resume_state:
+            self.grad_scaler.load_state_dict(resume_state['grad_scaler'])
 
 
 def _atomic_save(obj, path):
     """torch.save to `path.tmp`, flush to disk, then rename: readers (and auto-resume) see old or new, never half."""
     with atomic_open(path, temp_path=f'{path}.tmp') as f:  # auto-resume skips a `.tmp` left by a killed write
         torch.save(obj, f)
+
+
+_PRECISION_TEXT = {
+    'fp32': 'float32 (amp off)',
+    'bf16': 'bf16 autocast (weights, EMA, losses and checkpoints float32)',
+    'fp16': 'fp16 autocast with a gradient scaler (weights, EMA, losses and checkpoints float32)'
+}
 
 
 def _plain_scheduler_state(state):
