@@ -1,13 +1,15 @@
 """Tiled against whole-image denoising: PSNR difference, time and peak memory per tile size and overlap.
 
     python benchmarks/bench_tiling.py --model gradnet_color_sigma25 --folder /work/shared/data/val/CBSD68 \\
-        --tiles 0 128 256 --overlap 32 [--tile-batch 4] [--device cuda] [--precision fp32] [--json results.json]
+        --tiles 0 128 256 --overlap 32 [--tile-batch 4] [--device cuda] [--precision auto] [--json results.json]
 
 Noisy inputs are exactly those of the project's validation: GaussianNoiseDataset in its validation phase (AWGN
 sigma 25 on the [0, 1] float image from numpy's RandomState(0) for every image, not clipped), so the whole-image row
 reproduces `gradnet-test`'s PSNR. Each output is rounded to 8 bits like BasicSR's tensor2img and scored with
 `basicsr.metrics.calculate_psnr` (crop 0, RGB; grey for a grey model). `gradnet_arch.denoise.denoise_image` runs the
-network with the given tiling, so the numbers are those of `gradnet-denoise`.
+network with the given tiling, so the numbers are those of `gradnet-denoise` (its defaults: precision auto, which
+is bf16 autocast where the device has native bf16, channels_last inputs, BatchNorm folded at load; --precision fp32
+for float32).
 
 Every (folder, setting) pair runs in its own Python process, so its peak memory is its own: peak resident memory
 (`resource.getrusage` max RSS, which includes the interpreter, PyTorch and the model: compare it with the RSS
@@ -43,7 +45,10 @@ def worker(args):
         img = np.clip(np.asarray(chw, np.float32), 0, 1).transpose(1, 2, 0)
         return (img * 255.).round().astype(np.uint8)
 
+    from gradnet_arch.precision import resolve_precision
+
     device = resolve_device(args.device)
+    args.precision = resolve_precision(args.precision, device)
     net = load_pretrained(args.model, device=device, network_opt=args.opt)
     color = 'rgb' if net_channels(net) == 3 else 'gray'
     dataset = GaussianNoiseDataset({
@@ -86,6 +91,7 @@ def worker(args):
         'rss_loaded_mib': rss_loaded,
         'rss_peak_mib': rss_mib(),
         'cuda_peak_mib': torch.cuda.max_memory_allocated(device) / 2**20 if device.type == 'cuda' else None,
+        'precision': args.precision,
     }
     print(MARK + json.dumps(result), flush=True)
 
@@ -139,7 +145,7 @@ def main(argv=None):
     parser.add_argument('--tiles', nargs='+', type=int, default=[0, 128, 256], help='tile sizes; 0 = whole image')
     parser.add_argument('--overlap', nargs='+', type=int, default=[32], help='tile overlap(s)')
     parser.add_argument('--tile-batch', type=int, default=4)
-    parser.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'))
+    parser.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16', 'fp16'))
     parser.add_argument('--device', help='cpu, cuda or cuda:N (default: cuda if available)')
     parser.add_argument('--sigma', type=float, default=25.)
     parser.add_argument('--max-images', type=int, help='only the first N images of each folder')
@@ -160,7 +166,9 @@ def main(argv=None):
             results[tile, overlap] = run_setting(args, folder, tile, overlap)
             raw.append(dict(folder=folder, tile=tile, overlap=overlap, **results[tile, overlap]))
         rows += [(folder, tile, overlap, results[tile, overlap], results[0, 0]) for tile, overlap in settings]
-    print(f'\nModel {args.model}, AWGN sigma {args.sigma:g} (seed 0 per image), precision {args.precision}, tile batch '
+    ran = sorted({result['precision'] for _, _, _, result, _ in rows})
+    print(f'\nModel {args.model}, AWGN sigma {args.sigma:g} (seed 0 per image), precision {args.precision} '
+          f'(ran as {", ".join(ran)}), tile batch '
           f'{args.tile_batch}, device {args.device or "auto"}; ΔPSNR = tiled - whole, per image.\n')
     print(table(rows))
     if args.json:

@@ -34,7 +34,9 @@ INLINE = '{type: MSKResNet, num_in_ch: 3, num_feat: 8, num_modules: 1, num_units
 @pytest.fixture(scope='module')
 def bench(tmp_path_factory):
     """3 clean 48x48 images, a tiny MSKResNet and GradNet (options embedded), the MSKResNet also as a plain BasicSR
-    checkpoint with an option YAML; then one real `python -m gradnet_arch.benchmark` run over 4 specs x 2 sigmas."""
+    checkpoint with an option YAML; then one real `python -m gradnet_arch.benchmark` run over 4 specs x 2 sigmas, in
+    float32 (--precision fp32), so that the scores can be compared exactly with BasicSR's metrics (the default, auto,
+    is tested in test_fast_inference.py)."""
     root = tmp_path_factory.mktemp('bench')
     work = str(root)
     images = write_images(os.path.join(work, 'clean'), 3, seed=5, height=48, width=48)
@@ -54,7 +56,7 @@ def bench(tmp_path_factory):
     args = [
         '-m', 'gradnet_arch.benchmark', '--model', 'G=gradnet.pth', '--model', 'M=msk.pth', '--model',
         'Y=msk_options.yml', '--model', f'I={INLINE}@msk_plain.pth', '--set', 'tiny=clean', '--sigma', '15', '25',
-        '--device', 'cpu', '--csv', 'out.csv', '--json', 'out.json', '--plot', 'out.png'
+        '--device', 'cpu', '--precision', 'fp32', '--csv', 'out.csv', '--json', 'out.json', '--plot', 'out.png'
     ]
     proc = run_python(args, cwd=work)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -70,6 +72,14 @@ def row_of(rows, model, noise):
     return row
 
 
+def run_net(net, lq):
+    """The network as gradnet-benchmark runs it in fp32: load_pretrained's layout (BatchNorm folded, channels_last
+    weights) on a channels_last input, so that the scores below can be compared exactly. That this layout computes
+    BasicSR's unfolded NCHW network to 1e-5 is tested in test_fast_inference.py."""
+    with torch.no_grad():
+        return net(lq.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 def reference(work, images, spec_path, sigma, color='rgb'):
     """What gradnet-test computes: GaussianNoiseDataset's validation noise, the net, tensor2img, BasicSR metrics."""
     net = load_pretrained(os.path.join(work, spec_path))
@@ -83,8 +93,7 @@ def reference(work, images, spec_path, sigma, color='rgb'):
     values = {'psnr': [], 'ssim': [], 'psnr_texture': [], 'psnr_smooth': [], 'sha': []}
     for i in range(len(dataset)):
         item = dataset[i]
-        with torch.no_grad():
-            out = tensor2img([net(item['lq'][None])])
+        out = tensor2img([run_net(net, item['lq'][None])])
         gt = tensor2img([item['gt'][None]])
         values['psnr'].append(calculate_psnr(out, gt, 0))
         values['ssim'].append(calculate_ssim(out, gt, 0))
@@ -97,7 +106,7 @@ def reference(work, images, spec_path, sigma, color='rgb'):
 def test_table_csv_and_values_equal_basicsr(bench):
     out = bench['proc'].stdout
     assert '| Model | Set | Noise | Images | PSNR | SSIM | PSNR texture | PSNR smooth |' in out
-    assert out.count('| tiny | sigma ') == 8
+    assert out.count('| tiny | sigma ') == 8 and out.count('| fp32, channels_last |') == 8
     rows = bench['rows']
     assert tuple(rows[0].keys()) == COLUMNS
     assert [(r['model'], r['noise']) for r in rows] == [(m, s) for s in ('15', '25') for m in 'GMYI']
@@ -108,6 +117,7 @@ def test_table_csv_and_values_equal_basicsr(bench):
             for key in ('psnr', 'ssim', 'psnr_texture', 'psnr_smooth'):
                 assert float(row[key]) == pytest.approx(np.mean(ref[key]), rel=1e-12, abs=1e-12), (model, key)
             assert row['images'] == '3' and row['texture_images'] == '3' and row['device'].startswith('cpu')
+            assert row['precision'] == 'fp32' and row['memory_format'] == 'channels_last'
             assert float(row['sec_per_mp']) > 0
         # the four specs of one MSKResNet give one result; the GradNet another
         for key in ('psnr', 'ssim', 'psnr_texture', 'psnr_smooth', 'params', 'flops_per_pixel'):
@@ -116,8 +126,12 @@ def test_table_csv_and_values_equal_basicsr(bench):
         assert row_of(rows, 'G', str(sigma))['psnr'] != row_of(rows, 'M', str(sigma))['psnr']
     stage1 = build_network(dict(STAGE1))
     assert int(row_of(rows, 'M', '25')['params']) == sum(p.numel() for p in stage1.parameters())
-    gradnet = load_pretrained(os.path.join(bench['work'], 'gradnet.pth'))
-    assert int(row_of(rows, 'G', '25')['params']) == sum(p.numel() for p in gradnet.parameters())  # + pre-denoiser
+    # the trained network's count (pre-denoiser included), not that of the BatchNorm-folded net that ran
+    gradnet = load_pretrained(os.path.join(bench['work'], 'gradnet.pth'), fold_batchnorm=False)
+    assert int(row_of(rows, 'G', '25')['params']) == sum(p.numel() for p in gradnet.parameters())
+    folded = load_pretrained(os.path.join(bench['work'], 'gradnet.pth'))
+    assert sum(p.numel() for p in folded.parameters()) < int(row_of(rows, 'G', '25')['params'])
+    assert bench['doc']['settings']['precision'] == 'fp32'
     assert float(row_of(rows, 'G', '25')['flops_per_pixel']) > float(row_of(rows, 'M', '25')['flops_per_pixel'])
 
 
@@ -179,7 +193,7 @@ def test_real_noise_pairs_from_folders_and_lmdbs(bench, tmp_path, capsys):
     code, out, err = run_main([
         '--model', f'M={ckpt}', '--pairs', f'folders={clean},{noisy_dir}', '--pairs',
         f'lmdbs={tmp_path / "gt.lmdb"},{tmp_path / "lq.lmdb"}', '--max-images', '2', '--quiet', '--json',
-        str(tmp_path / 'pairs.json')
+        str(tmp_path / 'pairs.json'), '--precision', 'fp32'
     ], capsys)
     assert code == 0, err
     doc = json.load(open(tmp_path / 'pairs.json'))
@@ -190,8 +204,7 @@ def test_real_noise_pairs_from_folders_and_lmdbs(bench, tmp_path, capsys):
     psnrs = []
     for name in (names[0], names[2]):  # --max-images 2 of 3: first and last
         lq = img2tensor(cv2.imread(os.path.join(noisy_dir, name)).astype(np.float32) / 255.)[None]
-        with torch.no_grad():
-            psnrs.append(calculate_psnr(tensor2img([net(lq)]), cv2.imread(os.path.join(clean, name)), 0))
+        psnrs.append(calculate_psnr(tensor2img([run_net(net, lq)]), cv2.imread(os.path.join(clean, name)), 0))
     assert rows['folders']['psnr'] == pytest.approx(np.mean(psnrs), rel=1e-12)
     assert '| M | folders | real | 2 |' in out
     if importlib.util.find_spec('bm3d') is not None:  # real noise of unknown level: BM3D needs --bm3d-sigma
@@ -276,7 +289,10 @@ def test_bad_arguments_and_no_overwrite(bench, capsys, monkeypatch):
 
 
 def test_tiled_inference_is_close_to_whole_images(bench, tmp_path, capsys):
-    args = ['--model', f'M={os.path.join(bench["work"], "msk.pth")}', '--set', f'tiny={bench["images"]}', '--quiet']
+    args = [
+        '--model', f'M={os.path.join(bench["work"], "msk.pth")}', '--set', f'tiny={bench["images"]}', '--quiet',
+        '--precision', 'fp32'
+    ]
     code, _, err = run_main(args + ['--tile', '32', '--tile-overlap', '8', '--json', str(tmp_path / 't.json')], capsys)
     assert code == 0, err
     tiled = json.load(open(tmp_path / 't.json'))['results'][0]['psnr']
@@ -294,7 +310,7 @@ def test_grey_models_and_grey_bm3d(tmp_path, capsys):
     has_bm3d = importlib.util.find_spec('bm3d') is not None
     args = [
         '--model', f'Grey={tmp_path / "grey.pth"}', '--set', f'g={grey}', '--quiet', '--json',
-        str(tmp_path / 'g.json')
+        str(tmp_path / 'g.json'), '--precision', 'fp32'
     ]
     code, out, err = run_main(args + (['--classical', 'bm3d', '--max-images', '1'] if has_bm3d else []), capsys)
     assert code == 0, err
@@ -319,7 +335,8 @@ def test_shipped_model_by_name(bench, tmp_path, monkeypatch, capsys):
     entry = {'file': 'tiny_msk.pth', 'sha256': hashlib.sha256(data).hexdigest(), 'size': len(data), 'color': 'rgb'}
     (weights / 'manifest.json').write_text(json.dumps({'models': {'tiny_msk': entry}}))
     monkeypatch.setenv('GRADNET_WEIGHTS_DIR', str(weights))
-    code, out, err = run_main(['--model', 'S=tiny_msk', '--set', f'tiny={bench["images"]}', '--quiet'], capsys)
+    code, out, err = run_main(
+        ['--model', 'S=tiny_msk', '--set', f'tiny={bench["images"]}', '--quiet', '--precision', 'fp32'], capsys)
     assert code == 0, err
     line = [line for line in out.splitlines() if line.startswith('| S | tiny | sigma 25 | 3 |')]
     assert line and f'| {float(row_of(bench["rows"], "M", "25")["psnr"]):.2f} |' in line[0]

@@ -16,6 +16,7 @@ from test_prep import write_dnd, write_mat_v73
 from tiny_options import gradnet_network, write_yaml
 
 from gradnet_arch.errors import DataError, OptionError
+from gradnet_arch.pretrained import load_pretrained
 from gradnet_arch.submit import bundle_dnd_folder, bundle_sidd_folder, submit_sidd
 from gradnet_arch.submit.cli import main
 
@@ -28,7 +29,9 @@ DND_BOXES = [
 
 @pytest.fixture(scope='module')
 def tiny_model(tmp_path_factory):
-    """(checkpoint path, network): a tiny colour GradNet, its options embedded as gradnet_arch.pretrained reads them."""
+    """(checkpoint path, network): a tiny colour GradNet, its options embedded as gradnet_arch.pretrained reads them,
+    and the network as gradnet-submit loads it (BatchNorm folded, channels_last weights), checked here against the
+    network BasicSR builds (to 1e-5: folding reorders the float32 arithmetic)."""
     from basicsr.archs import build_network
 
     torch.manual_seed(3)
@@ -36,13 +39,20 @@ def tiny_model(tmp_path_factory):
     net = build_network(dict(opt)).eval()
     path = str(tmp_path_factory.mktemp('model') / 'tiny_gradnet.pth')
     torch.save({'params': net.state_dict(), 'network_g': opt}, path)
-    return path, net
+    loaded = load_pretrained(path)
+    img = np.random.RandomState(0).uniform(0, 1, (24, 20, 3)).astype(np.float32)
+    with torch.no_grad():
+        basicsr_out = net(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None])
+    np.testing.assert_allclose(run_net(loaded, img), basicsr_out.clamp(0, 1)[0].permute(1, 2, 0).numpy(), atol=1e-5)
+    return path, loaded
 
 
 def run_net(net, img):
-    """The network's own output on one H x W x 3 float image, as the submission must hold it (float32, [0, 1])."""
+    """The network's own output on one H x W x 3 float image, as the submission must hold it (float32, [0, 1]) with
+    --precision fp32: the input in channels_last, as gradnet-submit gives it."""
     with torch.no_grad():
-        out = net(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float())
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+        out = net(x.contiguous(memory_format=torch.channels_last))
     return out.clamp(0, 1)[0].permute(1, 2, 0).numpy()
 
 
@@ -114,7 +124,7 @@ def test_sidd_submission_holds_the_model_output(tmp_path, tiny_model, capsys, ve
     noisy = sidd_noisy()
     mat = write_sidd(str(tmp_path / 'BenchmarkNoisyBlocksSrgb.mat'), noisy, version)
     out = str(tmp_path / 'sub' / 'SubmitSrgb.mat')
-    args = ['sidd', '--model', checkpoint, '--noisy', mat, '-o', out, '--device', 'cpu']
+    args = ['sidd', '--model', checkpoint, '--noisy', mat, '-o', out, '--device', 'cpu', '--precision', 'fp32']
     if version == 'v5':  # once in a fresh interpreter, through `python -m`
         result = run_python(['-m', 'gradnet_arch.submit'] + args + ['--method-name', 'TinyNet'], REPO, timeout=300)
         assert result.returncode == 0, result.stderr
@@ -214,7 +224,7 @@ def test_sidd_overwrite_and_input_errors(tmp_path, tiny_model, capsys):
     mat = write_sidd(str(tmp_path / 'noisy.mat'), noisy, 'v7.3')
     out = tmp_path / 'SubmitSrgb.mat'
     out.write_bytes(b'an earlier submission')
-    base = ['sidd', '--model', checkpoint, '--noisy', mat, '--quiet']
+    base = ['sidd', '--model', checkpoint, '--noisy', mat, '--quiet', '--precision', 'fp32']
     check_cli_error(capsys, base + ['-o', str(out)], str(out), 'already exists', '--overwrite')
     assert out.read_bytes() == b'an earlier submission'
     assert main(base + ['-o', str(tmp_path), '--overwrite']) == 0  # a folder: SubmitSrgb.mat inside it
@@ -270,9 +280,8 @@ def test_dnd_bundles_hold_the_model_output(tmp_path, tiny_model):
     checkpoint, net = tiny_model
     root, images = dnd_root(tmp_path / 'dnd')
     out = str(tmp_path / 'submission')
-    result = run_python(['-m', 'gradnet_arch.submit', 'dnd', '--model', checkpoint, '--dnd-root', root, '-o', out],
-                        REPO,
-                        timeout=300)
+    argv = ['-m', 'gradnet_arch.submit', 'dnd', '--model', checkpoint, '--dnd-root', root, '-o', out]
+    result = run_python(argv + ['--precision', 'fp32'], REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     assert 'Warning: ' in result.stderr and '2 image(s) with 2/3 box(es)' in result.stderr
     assert sorted(os.listdir(out)) == ['0001.mat', '0002.mat']
@@ -295,7 +304,7 @@ def test_dnd_from_folder_overwrite_and_errors(tmp_path, tiny_model, capsys):
     checkpoint, net = tiny_model
     root, images = dnd_root(tmp_path / 'dnd', seed=1)
     out = tmp_path / 'submission'
-    base = ['dnd', '--model', checkpoint, '--dnd-root', root, '--quiet', '-o', str(out)]
+    base = ['dnd', '--model', checkpoint, '--dnd-root', root, '--quiet', '-o', str(out), '--precision', 'fp32']
     assert main(base) == 0
     expected = expected_dnd(net, images)
     bundles = read_bundles(str(out))

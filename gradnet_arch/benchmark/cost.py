@@ -8,8 +8,14 @@ PROBE_SIZE = 64  # side of the probe image for FLOP counting: a multiple of the 
 
 
 def count_parameters(net):
-    """All parameters of `net`, frozen ones included (a GradNet's pre-denoiser is part of what runs)."""
-    return sum(p.numel() for p in net.parameters())
+    """All parameters of the trained network, frozen ones included (a GradNet's pre-denoiser is part of what runs).
+
+    A network from `load_pretrained` has its BatchNorm folded into the convolutions, which drops each BatchNorm's
+    weight and bias; its count is the one `load_pretrained` took before folding (`pretrained_info['parameters']`), so
+    reports show the trained network's size. Other networks are counted as they are.
+    """
+    recorded = (getattr(net, 'pretrained_info', None) or {}).get('parameters')
+    return int(recorded) if recorded is not None else sum(p.numel() for p in net.parameters())
 
 
 def _macs_of(module, inputs, output):

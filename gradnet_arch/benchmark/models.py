@@ -16,6 +16,7 @@ from torch import nn
 
 from gradnet_arch.benchmark.cost import PROBE_SIZE, count_parameters, flops_per_pixel
 from gradnet_arch.errors import OptionError, UserError
+from gradnet_arch.precision import autocast, resolve_precision, to_memory_format
 
 SPEC_FORMS = ('Accepted forms of --model LABEL=SPEC:\n'
               '  LABEL=NAME                      a shipped pretrained model ({names})\n'
@@ -146,7 +147,9 @@ class NetDenoiser:
 
     Whole images go straight through the network, as in BasicSR's validation (`net_g(lq)`). With `tile`, or for a
     network that needs its input sides to be multiples of a window size (SwinIR), the image goes through
-    `gradnet_arch.denoise`'s `tiled_apply` (blended tiles; padding to the multiple and cropping back).
+    `gradnet_arch.denoise`'s `tiled_apply` (blended tiles; padding to the multiple and cropping back). The network
+    runs under `precision`'s autocast on channels_last inputs (unless `channels_last` is False); outputs come back
+    contiguous, and are float32 when scored.
 
     Args:
         label (str): Its name in the report.
@@ -154,14 +157,20 @@ class NetDenoiser:
         device (torch.device): Where it runs.
         tile (int | None): Tile side for tiled inference; None or 0: whole images. Default: None.
         tile_overlap (int): Overlap of the tiles. Default: 32.
+        precision (str): 'auto', 'fp32', 'bf16' or 'fp16' (`gradnet_arch.precision.resolve_precision` for
+            `device`). Default: 'auto'.
+        channels_last (bool): Give the network channels_last (NHWC) inputs. Default: True.
     """
 
     kind = 'network'
 
-    def __init__(self, label, net, device, tile=None, tile_overlap=32):
+    def __init__(self, label, net, device, tile=None, tile_overlap=32, precision='auto', channels_last=True):
         self.label = label
         self.net = net
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.channels_last = bool(channels_last)
+        self.memory_format = 'channels_last' if self.channels_last else 'contiguous'
         self.channels = input_channels(net)
         self.params = count_parameters(net)
         self.tile = int(tile or 0)
@@ -179,18 +188,25 @@ class NetDenoiser:
 
     def run(self, lq):
         """Denoise a tensor that is already on the device; returns the output (on the device when untiled)."""
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.precision, self.device):
             if self._tiled_apply is None:
-                return self.net(lq)
-            (out, ) = self._tiled_apply(self.net, lq[0].cpu(), self.tile, self.tile_overlap, 1, self.device,
-                                        self.multiple)
+                return self.net(to_memory_format(lq, self.channels_last)).contiguous()
+            (out, ) = self._tiled_apply(
+                self.net,
+                lq[0].cpu(),
+                self.tile,
+                self.tile_overlap,
+                1,
+                self.device,
+                self.multiple,
+                channels_last=self.channels_last)
             return out[None]
 
 
-def load_model(text, device='cpu', tile=None, tile_overlap=32):
-    """`LABEL=SPEC` -> NetDenoiser."""
+def load_model(text, device='cpu', tile=None, tile_overlap=32, precision='auto'):
+    """`LABEL=SPEC` -> NetDenoiser (BatchNorm folded and weights channels_last, as `load_pretrained` does)."""
     label, spec = parse_model_arg(text)
     net = load_spec(spec, device, label)
     if not isinstance(net, nn.Module):
         raise OptionError(f'--model {label}={spec}: the loader returned {type(net).__name__}, not a network.')
-    return NetDenoiser(label, net.eval(), device, tile, tile_overlap)
+    return NetDenoiser(label, net.eval(), device, tile, tile_overlap, precision)

@@ -1,15 +1,23 @@
-"""Benchmark output: a Markdown table, CSV, JSON, and a PSNR-vs-time plot drawn with OpenCV (no matplotlib)."""
+"""Benchmark output: a Markdown table, CSV, JSON, and a PSNR-vs-time plot drawn with OpenCV (no matplotlib).
+
+The report files are written whole or not at all (atomic_io); a destination that cannot be written is refused
+before the benchmark runs, and a write that fails later (a full disk) raises OutputError: one line, exit status 2.
+"""
 import csv
 import cv2
+import io
 import json
 import math
 import numpy as np
 import os
 
-from gradnet_arch.errors import BadFileError, OptionError
+from gradnet_arch.atomic_io import atomic_open, check_writable_folder
+from gradnet_arch.errors import OptionError
+
+PLOT_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
 COLUMNS = ('model', 'kind', 'set', 'noise', 'images', 'psnr', 'ssim', 'psnr_texture', 'psnr_smooth', 'texture_images',
-           'smooth_images', 'eps', 'params', 'flops_per_pixel', 'sec_per_mp', 'device')
+           'smooth_images', 'eps', 'params', 'flops_per_pixel', 'sec_per_mp', 'device', 'precision', 'memory_format')
 PER_IMAGE_COLUMNS = ('model', 'set', 'noise', 'image', 'height', 'width', 'psnr', 'ssim', 'psnr_texture', 'psnr_smooth',
                      'seconds', 'input_sha256')
 # BGR colours, one per model (cycled)
@@ -37,17 +45,23 @@ def _fixed(value, digits):
     return 'inf' if math.isinf(value) else f'{value:.{digits}f}'
 
 
+def _precision(row):
+    """'bf16, channels_last' for a network's row; 'n/a' for a classical method (float64 numpy)."""
+    parts = [row.get(key) for key in ('precision', 'memory_format') if row.get(key)]
+    return ', '.join(parts) if parts else 'n/a'
+
+
 def markdown_table(rows):
     """The summary rows as a GitHub Markdown table."""
     header = ('Model', 'Set', 'Noise', 'Images', 'PSNR', 'SSIM', 'PSNR texture', 'PSNR smooth', 'Params', 'FLOPs/px',
-              'Time/MP', 'Device')
-    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 3 + ['---:'] * 8 + ['---']) + '|']
+              'Time/MP', 'Device', 'Precision')
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * 3 + ['---:'] * 8 + ['---'] * 2) + '|']
     for row in rows:
         noise = row['noise'] if row['noise'] == 'real' else f'sigma {row["noise"]}'
         cells = (row['model'], row['set'], noise, str(row['images']), _fixed(row['psnr'], 2), _fixed(row['ssim'], 4),
                  _fixed(row['psnr_texture'], 2), _fixed(row['psnr_smooth'],
                                                         2), f'{row["params"]:,d}', _human(row['flops_per_pixel']),
-                 _human(row['sec_per_mp'], 's') if row['sec_per_mp'] else 'n/a', row['device'])
+                 _human(row['sec_per_mp'], 's') if row['sec_per_mp'] else 'n/a', row['device'], _precision(row))
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 
@@ -56,13 +70,20 @@ def _csv_value(value):
     return '' if value is None else value
 
 
-def write_csv(path, rows, columns=COLUMNS):
+def _write_text(path, text, overwrite=True):
+    """Write `text` (UTF-8) whole or not at all; without `overwrite` an existing file is never replaced."""
+    with atomic_open(path, overwrite=overwrite) as fout:
+        fout.write(text.encode('utf-8'))
+
+
+def write_csv(path, rows, columns=COLUMNS, overwrite=True):
     """One line per row; empty cells for values that do not apply (FLOPs of a classical method)."""
-    with open(path, 'w', newline='') as fout:
-        writer = csv.DictWriter(fout, fieldnames=list(columns), extrasaction='ignore')
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: _csv_value(row.get(key)) for key in columns})
+    text = io.StringIO(newline='')
+    writer = csv.DictWriter(text, fieldnames=list(columns), extrasaction='ignore')
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(row.get(key)) for key in columns})
+    _write_text(path, text.getvalue(), overwrite)
 
 
 def _json_value(value):
@@ -71,7 +92,7 @@ def _json_value(value):
     return value
 
 
-def write_json(path, rows, per_image, settings):
+def write_json(path, rows, per_image, settings, overwrite=True):
     """Summary rows, per-image values (with the SHA-256 of each input) and the run's settings."""
     doc = {
         'settings': settings,
@@ -84,9 +105,7 @@ def write_json(path, rows, per_image, settings):
             for key in PER_IMAGE_COLUMNS
         } for row in per_image],
     }
-    with open(path, 'w') as fout:
-        json.dump(doc, fout, indent=2)
-        fout.write('\n')
+    _write_text(path, json.dumps(doc, indent=2) + '\n', overwrite)
 
 
 def _nice_step(span, target=6):
@@ -193,22 +212,38 @@ def draw_plot(rows, title='PSNR vs time per megapixel', width=1000, height=650):
     return img
 
 
-def write_plot(path, rows, device=''):
+def write_plot(path, rows, device='', overwrite=True):
     """Draw the plot and write it as an image (PNG for a .png path)."""
+    _check_plot_name(path)
     title = 'PSNR vs time per megapixel' + (f' ({device})' if device else '')
-    if not cv2.imwrite(path, draw_plot(rows, title)):
-        raise BadFileError(f'Cannot write the plot to {path}; use a .png file name in a writable folder.')
+    ok, buf = cv2.imencode(os.path.splitext(path)[1].lower(), draw_plot(rows, title))
+    if not ok:
+        raise OptionError(f'Cannot encode the plot as {path}; use a .png file name.')
+    with atomic_open(path, overwrite=overwrite) as fout:
+        fout.write(buf.tobytes())
 
 
-def check_new_outputs(paths, overwrite=False):
-    """Refuse (before any work) to replace existing output files unless `overwrite`."""
+def _check_plot_name(path):
+    if os.path.splitext(path)[1].lower() not in PLOT_EXTENSIONS:
+        raise OptionError(f'--plot {path}: the plot is an image; give a file name ending in .png (or '
+                          f'{", ".join(PLOT_EXTENSIONS[1:])}).')
+
+
+def check_new_outputs(paths, overwrite=False, plot=None):
+    """Refuse (before any work) output files that could not be written: existing ones unless `overwrite`, folders,
+    files in folders that do not exist or cannot be written, and a `plot` that is not an image file name."""
+    if plot:
+        _check_plot_name(plot)
     for path in paths:
         if not path:
             continue
         if os.path.isdir(path):
             raise OptionError(f'Output {path} is a folder; give a file name.')
-        if os.path.exists(path) and not overwrite:
+        if os.path.lexists(path) and not overwrite:
             raise OptionError(f'Output {path} exists; pass --overwrite to replace it.')
         folder = os.path.dirname(os.path.abspath(path))
+        if os.path.lexists(folder) and not os.path.isdir(folder):
+            raise OptionError(f'Output {path}: {folder} is a file, not a folder; give a path in a folder.')
         if not os.path.isdir(folder):
             raise OptionError(f'Output folder {folder} does not exist; create it first.')
+        check_writable_folder(folder)

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from gradnet_arch.errors import OptionError
+from gradnet_arch.precision import to_memory_format
 
 
 def check_tiling(tile, overlap):
@@ -73,7 +74,7 @@ def pad_to_multiple(x, multiple):
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
-def tiled_apply(fn, img, tile=256, overlap=32, batch=1, device='cpu', multiple=1):
+def tiled_apply(fn, img, tile=256, overlap=32, batch=1, device='cpu', multiple=1, channels_last=False, progress=None):
     """Apply `fn` to an image tile by tile and blend its outputs.
 
     Args:
@@ -86,6 +87,10 @@ def tiled_apply(fn, img, tile=256, overlap=32, batch=1, device='cpu', multiple=1
         device (str | torch.device): Where `fn` runs. Default: 'cpu'.
         multiple (int): Pad each input of `fn` (reflect) to multiples of this and crop the outputs back, for networks
             that need it (window attention); 1 for GradNet. Default: 1.
+        channels_last (bool): Give `fn` its batches in channels_last (NHWC) memory format (outputs come back
+            contiguous either way). Default: False.
+        progress (callable | None): Called as `progress(tiles_done, tiles_total)` after every call of `fn` (once,
+            with (1, 1), for an image that is a single tile), e.g. to drive a progress bar. Default: None.
 
     Returns:
         tuple[Tensor]: float32 (C_k, H, W) CPU tensors, one per output of `fn`.
@@ -98,7 +103,10 @@ def tiled_apply(fn, img, tile=256, overlap=32, batch=1, device='cpu', multiple=1
     starts_h, starts_w = tile_starts(height, size_h, overlap), tile_starts(width, size_w, overlap)
     boxes = [(y, x) for y in starts_h for x in starts_w]
     if len(boxes) == 1:
-        return tuple(out[0] for out in _run(fn, img[None], device, multiple))
+        outs = _run(fn, img[None], device, multiple, channels_last)
+        if progress is not None:
+            progress(1, 1)
+        return tuple(out[0] for out in outs)
     windows_h = dict(zip(starts_h, axis_windows(starts_h, size_h)))
     windows_w = dict(zip(starts_w, axis_windows(starts_w, size_w)))
     sums = None
@@ -106,7 +114,7 @@ def tiled_apply(fn, img, tile=256, overlap=32, batch=1, device='cpu', multiple=1
     for first in range(0, len(boxes), batch):
         chunk = boxes[first:first + batch]
         tiles = torch.stack([img[:, y:y + size_h, x:x + size_w] for y, x in chunk])
-        outs = _run(fn, tiles, device, multiple)
+        outs = _run(fn, tiles, device, multiple, channels_last)
         if sums is None:
             sums = [torch.zeros(out.shape[1], height, width) for out in outs]
         for i, (y, x) in enumerate(chunk):
@@ -114,15 +122,18 @@ def tiled_apply(fn, img, tile=256, overlap=32, batch=1, device='cpu', multiple=1
             weight[y:y + size_h, x:x + size_w] += window
             for total, out in zip(sums, outs):
                 total[:, y:y + size_h, x:x + size_w] += out[i] * window
+        if progress is not None:
+            progress(first + len(chunk), len(boxes))
     # every pixel is in some tile's positive-weight part (the dropped quarters never meet), checked to be sure
     if float(weight.min()) <= 0:
         raise RuntimeError(f'tiling left pixels without weight (tile {tile}, overlap {overlap}); please report this')
     return tuple(total / weight for total in sums)
 
 
-def _run(fn, tiles, device, multiple):
-    """`fn` on one batch: pad, move to `device`, crop and bring back as float32 CPU tensors."""
+def _run(fn, tiles, device, multiple, channels_last=False):
+    """`fn` on one batch: pad, move to `device` (channels_last if asked), crop and bring back as contiguous float32
+    CPU tensors."""
     h, w = tiles.shape[-2:]
-    outs = fn(pad_to_multiple(tiles, multiple).to(device))
+    outs = fn(to_memory_format(pad_to_multiple(tiles, multiple).to(device), channels_last))
     outs = outs if isinstance(outs, (tuple, list)) else (outs, )
-    return [out[..., :h, :w].float().cpu() for out in outs]
+    return [out[..., :h, :w].float().cpu().contiguous() for out in outs]

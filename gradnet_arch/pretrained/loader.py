@@ -4,19 +4,33 @@ import difflib
 import os
 import torch
 
+from gradnet_arch.archs import bn_folding
 from gradnet_arch.archs.predenoiser import load_into
 from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError, UserError
 from gradnet_arch.pretrained import zoo
 from gradnet_arch.pretrained.checkpoint_io import read_checkpoint, select_state_dict
 
 
-def load_pretrained(name_or_path=None, device='cpu', param_key=None, network_opt=None, strict=True, weights_dir=None):
+def load_pretrained(name_or_path=None,
+                    device='cpu',
+                    param_key=None,
+                    network_opt=None,
+                    strict=True,
+                    weights_dir=None,
+                    fold_batchnorm=True,
+                    channels_last=True):
     """Build a network and load its weights, ready for inference.
+
+    By default the network is also laid out for fast inference: BatchNorm folded into the convolution before it
+    (`gradnet_arch.archs.bn_folding`: same outputs to 1e-5 in float32, fewer layers to run) and the weights in
+    channels_last (NHWC) memory format, which oneDNN's and cuDNN's fast convolutions use (the runners in
+    `gradnet_arch.denoise`, `.benchmark` and `.submit` also give the network channels_last inputs).
 
     Args:
         name_or_path (str | None): A shipped model name (see `list_pretrained()`) or a checkpoint file: `.pth` in
-            BasicSR's format (`params` / `params_ema`, a bare state dict also works) or `.safetensors`. None takes
-            the checkpoint from the option YAML given as `network_opt` (its `path.pretrain_network_g`).
+            BasicSR's format (`params` / `params_ema`, a bare state dict also works) or `.safetensors`, or a folder
+            that `gradnet-export` wrote (Hugging Face layout: its `model.safetensors`). None takes the checkpoint
+            from the option YAML given as `network_opt` (its `path.pretrain_network_g`).
         device (str | torch.device): 'cpu', 'cuda', 'cuda:1', ... Default: 'cpu'.
         param_key (str | None): The state dict to load; None picks `params_ema` if present, else `params`.
         network_opt (dict | str | None): The network's options: a dict like a YAML's `network_g` (any arch in
@@ -28,10 +42,18 @@ def load_pretrained(name_or_path=None, device='cpu', param_key=None, network_opt
         strict (bool): Require the file's keys to match the network's exactly (shapes must match either way).
         weights_dir (str | None): Folder of the shipped models' manifest; default $GRADNET_WEIGHTS_DIR or the
             package's own. Default: None.
+        fold_batchnorm (bool): Fold BatchNorm layers into their convolutions (inference only). Pass False for the
+            training layout: to fine-tune (BasicSR's training expects the BatchNorm layers), or to export or compare
+            a state dict with the checkpoint's keys. Default: True.
+        channels_last (bool): Weights in channels_last memory format; False keeps PyTorch's default (NCHW). Either
+            way the network computes the same function. Default: True.
 
     Returns:
-        nn.Module: The network on `device`, in eval mode, with `requires_grad_(False)`. Its attribute
-        `pretrained_info` holds `source` (file), `name` (shipped name or None), `param_key`, `network_g` and `meta`.
+        nn.Module: The network on `device`, in eval mode, with `requires_grad_(False)` (also with fold_batchnorm=False:
+        call `net.train().requires_grad_(True)` to fine-tune). Its attribute `pretrained_info` holds `source` (file),
+        `name` (shipped name or None), `param_key`, `network_g`, `meta`, `parameters` (the trained network's
+        parameter count, taken before folding), `batchnorm_folded` (how many BatchNorm layers were folded) and
+        `channels_last`.
     """
     device = resolve_device(device)
     net_opt, yaml_path = network_options(network_opt)
@@ -62,12 +84,20 @@ def load_pretrained(name_or_path=None, device='cpu', param_key=None, network_opt
     net.requires_grad_(False)
     net.eval()
     net.to(device)
+    # counted before folding: folding drops each BatchNorm's weight and bias, but reports should show the trained net
+    parameters = sum(p.numel() for p in net.parameters())
+    folded = bn_folding.fold_batchnorm(net) if fold_batchnorm else 0
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
     net.pretrained_info = {
         'source': path,
         'name': name,
         'param_key': param_key,
         'network_g': copy.deepcopy(net_opt),
-        'meta': ckpt['meta']
+        'meta': ckpt['meta'],
+        'parameters': parameters,
+        'batchnorm_folded': folded,
+        'channels_last': bool(channels_last),
     }
     return net
 
@@ -155,6 +185,12 @@ def _resolve_source(name_or_path, weights_dir):
     if zoo.model_info(text, weights_dir) is not None:
         return text, zoo.shipped_path(text, weights_dir)
     path = os.path.expanduser(text)
+    if os.path.isdir(path):  # a Hugging Face-style folder (gradnet-export): its weights carry the network options
+        weights = os.path.join(path, 'model.safetensors')
+        if not os.path.isfile(weights):
+            raise MissingFileError(f'Folder {path} has no model.safetensors, so it is not a model folder; pass a '
+                                   f'checkpoint file or a folder written by gradnet-export.')
+        return None, weights
     if not os.path.isfile(path):
         raise MissingFileError(zoo.unknown_name_message(text, weights_dir))
     return None, path

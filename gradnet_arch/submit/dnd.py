@@ -71,7 +71,15 @@ def write_dnd_bundle(path, crops):
         scipy.io.savemat(fout, {'Idenoised': cell, 'israw': False, 'eval_version': '1.0'}, do_compression=True)
 
 
-def submit_dnd(model, root, out_dir, device='cpu', network_opt=None, param_key=None, overwrite=False, quiet=False):
+def submit_dnd(model,
+               root,
+               out_dir,
+               device='cpu',
+               network_opt=None,
+               param_key=None,
+               overwrite=False,
+               quiet=False,
+               precision='auto'):
     """Denoise the crops of every DND image with `model` and write one bundle per image into `out_dir`.
 
     Args:
@@ -84,6 +92,7 @@ def submit_dnd(model, root, out_dir, device='cpu', network_opt=None, param_key=N
         param_key (str | None): State-dict key of the checkpoint.
         overwrite (bool): Replace bundles already in `out_dir`.
         quiet (bool): No progress bar.
+        precision (str): 'auto', 'fp32', 'bf16' or 'fp16' (see `inference.Denoiser`). Default: 'auto'.
 
     Returns:
         SubmitReport: What was written.
@@ -93,7 +102,7 @@ def submit_dnd(model, root, out_dir, device='cpu', network_opt=None, param_key=N
     _warn_counts(boxes, root)
     net, device = load_net(model, device, network_opt, param_key)
     check_rgb_model(net, 'DND')
-    denoise = Denoiser(net, device)
+    denoise = Denoiser(net, device, precision)
     with staged, tqdm(total=sum(len(b) for b in boxes), unit='crop', desc='DND crops', disable=quiet) as bar:
         for number, (path, image_boxes) in enumerate(zip(paths, boxes), 1):
             results = []

@@ -4,6 +4,7 @@ import time
 import torch
 
 from gradnet_arch.errors import DataError, OptionError
+from gradnet_arch.precision import autocast, resolve_precision, to_memory_format
 
 YAML_EXTENSIONS = ('.yml', '.yaml')
 
@@ -29,7 +30,8 @@ def load_model(spec, device='cpu', network_opt=None, param_key=None):
         param_key (str | None): State-dict key in the checkpoint (None: params_ema if present, else params).
 
     Returns:
-        nn.Module: The network, gradients off.
+        nn.Module: The network, gradients off, BatchNorm folded and weights channels_last (`load_pretrained`'s
+        defaults).
     """
     from gradnet_arch.pretrained import load_pretrained
 
@@ -76,17 +78,23 @@ def check_rgb_model(net, benchmark):
 class Denoiser:
     """Runs a network on single H x W x 3 RGB float images in [0, 1] and adds up the time spent per megapixel.
 
-    The whole array goes through the network at once, in float32 (no tiling, no padding), and the output is clamped
-    to [0, 1], as BasicSR's tensor2img does before quantising.
+    The whole array goes through the network at once (no tiling, no padding), under `precision`'s autocast on a
+    channels_last input (a network whose weights are NCHW works too), and the output is brought back to float32 and
+    clamped to [0, 1], as BasicSR's tensor2img does before quantising.
 
     Args:
         net (nn.Module): The network (eval mode).
         device (torch.device): Where `net` lives.
+        precision (str): 'auto', 'fp32', 'bf16' or 'fp16' (`gradnet_arch.precision.resolve_precision` for
+            `device`; fp16 on the CPU is an OptionError). Default: 'auto'.
+        channels_last (bool): Give the network channels_last (NHWC) inputs. Default: True.
     """
 
-    def __init__(self, net, device):
+    def __init__(self, net, device, precision='auto', channels_last=True):
         self.net = net
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.channels_last = bool(channels_last)
         self.seconds = 0.0
         self.megapixels = 0.0
 
@@ -94,9 +102,9 @@ class Denoiser:
         """Denoise `img` (H x W x 3 float32 RGB in [0, 1]); returns the same layout, float32, clamped to [0, 1]."""
         start = time.perf_counter()
         tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))[None]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision, self.device):
             try:
-                out = self.net(tensor.to(self.device))
+                out = self.net(to_memory_format(tensor.to(self.device), self.channels_last))
             except RuntimeError as error:
                 if 'out of memory' in str(error):
                     raise DataError(f'the device ran out of memory on a {img.shape[0]}x{img.shape[1]} image; use '

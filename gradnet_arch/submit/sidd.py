@@ -84,7 +84,8 @@ def submit_sidd(model,
                 method=None,
                 overwrite=False,
                 quiet=False,
-                variable=BENCHMARK_NOISY_VARIABLE):
+                variable=BENCHMARK_NOISY_VARIABLE,
+                precision='auto'):
     """Denoise every SIDD benchmark block with `model` and write SubmitSrgb.mat.
 
     Args:
@@ -99,6 +100,7 @@ def submit_sidd(model,
         overwrite (bool): Replace an existing output file.
         quiet (bool): No progress bar.
         variable (str): Variable holding the noisy blocks.
+        precision (str): 'auto', 'fp32', 'bf16' or 'fp16' (see `inference.Denoiser`). Default: 'auto'.
 
     Returns:
         SubmitReport: What was written.
@@ -111,7 +113,7 @@ def submit_sidd(model,
     check_rgb_model(net, 'SIDD')
     method_data = optional_data(method, net)
     scale = float(np.iinfo(noisy.dtype).max)
-    denoise = Denoiser(net, device)
+    denoise = Denoiser(net, device, precision)
     images, count = noisy.shape[:2]
     results = np.empty((images, count), dtype=object)
     with tqdm(total=images * count, unit='block', desc='SIDD blocks', disable=quiet) as bar:
