@@ -4,7 +4,8 @@ Inside `gradnet_arch.train` / `gradnet_arch.test`, three module attributes of Ba
 of the run (BasicSR's files are never changed):
 
 - `basicsr.train.load_resume_state` maps the resume state to `torch.cuda.current_device()`, which fails without
-  CUDA, and finds auto-resume states under `./experiments` even when `path.experiments_root` says otherwise.
+  CUDA, finds auto-resume states under `./experiments` even when `path.experiments_root` says otherwise, stops on
+  the first unreadable state and on any file in training_states/ not named `<number>.state`.
 - `basicsr.train.create_train_val_dataloader` gets exactly resumable, per-sample seeded training data
   (see resumable_data.py).
 - `basicsr.utils.options.init_dist` always initialises NCCL and calls `torch.cuda.set_device`; without CUDA the
@@ -18,41 +19,110 @@ import atexit
 import collections
 import contextlib
 import os
+import re
+import sys
 import torch
 import torch.distributed as dist
 
-from gradnet_arch.errors import BadFileError, MissingFileError, OptionError
+from gradnet_arch.errors import BadFileError, MissingFileError, OptionError, UnsafeFileError
+from gradnet_arch.safe_load import safe_torch_load
+
+_STATE_NAME = re.compile(r'(\d+)\.state')
 
 
 def load_resume_state(opt):
-    """BasicSR's load_resume_state, device-agnostic and with torch's safe loader."""
-    from basicsr.utils import check_resume, scandir
+    """BasicSR's load_resume_state, device-agnostic, with torch's safe loader, and robust to damaged states.
 
-    resume_state_path = None
+    With --auto_resume the newest *readable* state of `path.training_states` is used: a state that cannot be read
+    (or whose network checkpoint cannot) is skipped with a warning and left where it is, and files that are not
+    `<iter>.state` (notes, `.tmp` files of an interrupted write) are ignored. An explicit `path.resume_state` must be
+    readable. A state that holds objects other than tensors and plain containers is never loaded.
+    """
+    from basicsr.utils import check_resume
+
+    device = f'cuda:{torch.cuda.current_device()}' if opt['num_gpu'] != 0 and torch.cuda.is_available() else 'cpu'
     if opt['auto_resume']:
         state_path = opt['path'].get('training_states') or os.path.join('experiments', opt['name'], 'training_states')
-        if os.path.isdir(state_path):
-            states = [float(v.split('.state')[0]) for v in scandir(state_path, suffix='state', recursive=False)]
-            if states:
-                resume_state_path = os.path.join(state_path, f'{max(states):.0f}.state')
-                opt['path']['resume_state'] = resume_state_path
+        resume_state_path, resume_state = _newest_readable_state(opt, state_path, device)
+        if resume_state_path is None:
+            return None
+        opt['path']['resume_state'] = resume_state_path
     elif opt['path'].get('resume_state'):
         resume_state_path = opt['path']['resume_state']
-    if resume_state_path is None:
-        return None
-    if not os.path.isfile(resume_state_path):
-        raise MissingFileError(f'Resume state not found: {resume_state_path}. Fix path.resume_state or remove it.')
-    device = f'cuda:{torch.cuda.current_device()}' if opt['num_gpu'] != 0 and torch.cuda.is_available() else 'cpu'
-    # States written by upstream's SRModel keep MultiStepRestartLR milestones as a Counter: allow exactly that type.
-    with torch.serialization.safe_globals([collections.Counter]):
+        if not os.path.isfile(resume_state_path):
+            raise MissingFileError(f'Resume state not found: {resume_state_path}. Fix path.resume_state or remove it.')
         try:
-            resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
-        except Exception as error:
-            raise BadFileError(f'Cannot read resume state {resume_state_path}: {type(error).__name__}: {error}. The '
-                               f'file is corrupt or truncated; delete it to resume from the previous one.') from error
+            resume_state = _read_state(resume_state_path, device)
+        except UnsafeFileError:
+            raise
+        except BadFileError as error:
+            raise BadFileError(f'{error} Set path.resume_state to another state of that run (or leave it empty and '
+                               f'use --auto_resume, which takes the newest readable one).') from None
+    else:
+        return None
     check_resume(opt, resume_state['iter'])
     opt['_resume_iter'], opt['_resume_epoch'] = resume_state['iter'], resume_state['epoch']
     return resume_state
+
+
+def _read_state(path, device):
+    """A training state (a dict with `iter` and `epoch`), read with torch's safe loader."""
+    # States written by upstream's SRModel keep MultiStepRestartLR milestones as a Counter: allow exactly that type.
+    state = safe_torch_load(path, 'resume state', map_location=device, allowed_globals=[collections.Counter])
+    if not isinstance(state, dict) or not isinstance(state.get('iter'), int) or not isinstance(state.get('epoch'), int):
+        raise BadFileError(f'Cannot use resume state {path}: it is not a BasicSR training state (a dict with iter and '
+                           f'epoch).')
+    return state
+
+
+def _state_files(state_path):
+    """The `<iter>.state` files of a training_states folder, newest (highest iteration) first."""
+    if not os.path.isdir(state_path):
+        return []
+    states = []
+    with os.scandir(state_path) as entries:
+        for entry in entries:
+            match = _STATE_NAME.fullmatch(entry.name)
+            if match and entry.is_file():
+                states.append((int(match.group(1)), entry.path))
+    return [path for _, path in sorted(states, reverse=True)]
+
+
+def _network_files(opt, resume_iter):
+    """The network checkpoints BasicSR's check_resume will load when resuming from `resume_iter`."""
+    ignored = opt['path'].get('ignore_resume_networks') or ()
+    models = opt['path'].get('models') or os.path.join(os.path.dirname(opt['path']['training_states']), 'models')
+    return [
+        os.path.join(models, f'net_{key[len("network_"):]}_{resume_iter}.pth') for key in opt
+        if key.startswith('network_') and key not in ignored
+    ]
+
+
+def _newest_readable_state(opt, state_path, device):
+    """(path, state) of the newest state that, with its network checkpoints, reads; (None, None) if there is none."""
+    candidates = _state_files(state_path)
+    skipped = []
+    for path in candidates:
+        try:
+            state = _read_state(path, device)
+            for network_file in _network_files(opt, state['iter']):
+                safe_torch_load(network_file, 'network checkpoint')
+        except UnsafeFileError:
+            raise  # not a torn write: someone put it there, so stop rather than quietly resume from an older one
+        except (BadFileError, MissingFileError) as error:
+            skipped.append(path)
+            if opt.get('rank', 0) == 0:
+                print(
+                    f'Warning: --auto_resume skips {path}: {error} Trying the previous state; nothing is deleted.',
+                    file=sys.stderr,
+                    flush=True)
+            continue
+        return path, state
+    if skipped:
+        raise BadFileError(f'--auto_resume found no readable training state in {state_path} (unreadable: '
+                           f'{", ".join(os.path.basename(p) for p in skipped)}). Set path.resume_state to a good '
+                           f'state, or train under another name to start afresh.')
+    return None, None
 
 
 def init_dist(launcher, backend='nccl', **kwargs):

@@ -10,7 +10,7 @@ def main(argv=None):
     """Entry point. `argv` defaults to sys.argv[1:]."""
     from basicsr.test import test_pipeline
 
-    run_pipeline(test_pipeline, argv)
+    run_pipeline(test_pipeline, argv, is_train=False)
 
 
 if __name__ == '__main__':

@@ -12,7 +12,7 @@ def main(argv=None):
     """Entry point. `argv` defaults to sys.argv[1:]."""
     from basicsr.train import train_pipeline
 
-    run_pipeline(train_pipeline, argv)
+    run_pipeline(train_pipeline, argv, is_train=True)
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ import os
 import torch
 
 from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError
+from gradnet_arch.safe_load import safe_torch_load
 
 # Keys of the `predenoiser` option dict that are not arch options.
 LOAD_KEYS = ('pretrained', 'param_key', 'strict')
@@ -75,11 +76,7 @@ def load_state_dict(path, param_key=None, what='checkpoint'):
         from gradnet_arch.pretrained.checkpoint_io import read_checkpoint, select_state_dict
         _, state = select_state_dict(read_checkpoint(path), path, param_key)
         return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:
-        raise BadFileError(f'Cannot read {what} checkpoint {path}: {type(error).__name__}: {error}. The file is '
-                           f'corrupt, truncated or not a PyTorch checkpoint.') from error
+    ckpt = safe_torch_load(path, f'{what} checkpoint')  # never passes on torch's advice to load unsafely
     if not isinstance(ckpt, dict):
         raise BadFileError(f'{what} checkpoint {path} holds a {type(ckpt).__name__}, not a state dict.')
     if param_key is None:

@@ -12,8 +12,9 @@ import torch
 import warnings
 
 from gradnet_arch.atomic_io import atomic_open
-from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError
+from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError, UnsafeFileError
 from gradnet_arch.pretrained.safetensors_io import read_safetensors, write_safetensors
+from gradnet_arch.safe_load import load_error_reason, refused_global
 
 EXTENSIONS = ('.pth', '.pt', '.safetensors')
 INFO_KEYS = ('network_g', 'meta')
@@ -99,14 +100,15 @@ def read_checkpoint(path):
             warnings.simplefilter('ignore', UserWarning)
             obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        # The safe unpickler names the class or function it refused to import ("GLOBAL module.name").
-        refused = next((line.strip() for line in str(error).splitlines() if 'GLOBAL' in line), None)
+        # The safe unpickler names the class or function it refused to import ("GLOBAL module.name"); torch's own
+        # advice (retry with weights_only=False, or allow-list the class) is not passed on.
+        refused = refused_global(error)
         if refused is None:
             raise _corrupt(path, error) from None
-        raise BadFileError(f'Refusing to load {path}: besides tensors and plain containers it references Python code '
-                           f'({refused[:200]}), which could run arbitrary code when unpickled, so it is not loaded. '
-                           f'If you made the file yourself and trust it, re-save just its state dicts with '
-                           f'gradnet_arch.pretrained.save_checkpoint.') from None
+        raise UnsafeFileError(f'Refusing to load {path}: it holds objects other than tensors and plain containers '
+                              f'(GLOBAL {refused}), and unpickling it could run arbitrary code, so it is not loaded. '
+                              f'Re-save the state dicts from the code that made them with '
+                              f'gradnet_arch.pretrained.save_checkpoint.') from None
     except Exception as error:  # zip/EOF/runtime errors of torch.load: the file is not a complete checkpoint
         raise _corrupt(path, error) from None
     if not isinstance(obj, dict):
@@ -163,16 +165,17 @@ def _read_safetensors_checkpoint(path):
             info[key] = json.loads(metadata[key]) if key in metadata else None
         except ValueError as error:
             raise BadFileError(f'safetensors file {path}: its {key!r} metadata is not valid JSON ({error}).') from None
+        except RecursionError:  # hostile nesting ([[[[... thousands of levels deep)
+            raise BadFileError(f'safetensors file {path}: its {key!r} metadata is JSON nested too deeply to be '
+                               f'options.') from None
     if info['network_g'] is not None and not isinstance(info['network_g'], dict):
         raise BadFileError(f'safetensors file {path}: its network_g metadata is not a JSON object.')
     return {param_key: tensors, 'network_g': info['network_g'], 'meta': info['meta'] or {}}
 
 
 def _corrupt(path, error):
-    # torch's messages run to many lines of advice that does not apply here; the first line carries the reason.
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = next((line for line in lines if 'Unsupported operand' in line), lines[0] if lines else '')
-    return BadFileError(f'Cannot read checkpoint {path}: {type(error).__name__}: {reason[:200]}. The file is corrupt, '
+    # torch's messages run to many lines of advice that does not apply here (some of it unsafe); keep the reason.
+    return BadFileError(f'Cannot read checkpoint {path}: {load_error_reason(error)}. The file is corrupt, '
                         f'truncated or not a PyTorch checkpoint.')
 
 
