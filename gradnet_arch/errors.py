@@ -42,3 +42,15 @@ class DataError(UserError, ValueError):
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """The training loss became NaN or Inf."""
+
+
+class UnsafeFileError(BadFileError):
+    """A file holds something that could run code when read (a pickle of arbitrary objects, a YAML python tag)."""
+
+
+class OutputError(UserError, OSError):
+    """An output cannot be written: a read-only or full destination, or a file or folder in the way of its path."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """An output already exists and may not be replaced (no --overwrite), even if it appeared after a check."""

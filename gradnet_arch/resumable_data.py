@@ -12,6 +12,8 @@ import torch
 from basicsr.data.data_sampler import EnlargedSampler
 from torch.utils import data
 
+from gradnet_arch.errors import DataError
+
 
 class ResumableSampler(EnlargedSampler):
     """BasicSR's EnlargedSampler (same permutation per epoch) that yields sample tokens and can skip ahead.
@@ -106,8 +108,9 @@ def create_train_val_dataloader(opt, logger):
             # drop_last: a rank yields exactly this many batches per epoch
             iters_per_epoch = len(train_sampler) // train_loader.batch_size
             if iters_per_epoch == 0:
-                raise ValueError(f'datasets.train: one epoch has {len(train_sampler)} samples per process, fewer than '
-                                 f'a batch ({train_loader.batch_size}); raise dataset_enlarge_ratio.')
+                raise DataError(f'datasets.train: one epoch has {len(train_sampler)} samples per process, fewer than '
+                                f'a batch ({train_loader.batch_size}); lower batch_size_per_gpu, add images or raise '
+                                f'dataset_enlarge_ratio.')
             total_iters = int(opt['train']['total_iter'])
             total_epochs = math.ceil(total_iters / iters_per_epoch)
             if opt.get('_resume_iter'):

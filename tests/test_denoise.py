@@ -15,7 +15,7 @@ from gradnet_arch.archs import GradNet, MSKResNet
 from gradnet_arch.denoise import cli, denoise_image, read_image, write_image
 from gradnet_arch.denoise.image_io import exif_orientation
 from gradnet_arch.denoise.tiling import axis_windows, check_tiling, tile_starts
-from gradnet_arch.errors import BadFileError, DataError, ImageReadError, OptionError
+from gradnet_arch.errors import DataError, ImageReadError, OptionError, OutputExistsError
 from gradnet_arch.pretrained import load_pretrained
 
 TINY = {'num_feat': 8, 'num_modules': 1, 'num_units': 1}
@@ -138,7 +138,7 @@ def test_depths_formats_and_alpha_round_trip(tmp_path):
     for name, img in cases.items():
         write_image(str(tmp_path / name), img)
         np.testing.assert_array_equal(read_image(str(tmp_path / name)), img)
-    with pytest.raises(BadFileError, match='--overwrite'):
+    with pytest.raises(OutputExistsError, match='--overwrite'):
         write_image(str(tmp_path / 'c8.bmp'), cases['c8.bmp'])
     with pytest.raises(DataError, match='--format png'):
         write_image(str(tmp_path / 'x.jpg'), cases['c16.png'])
@@ -207,13 +207,15 @@ def test_denoise_image_keeps_dtype_shape_and_alpha(color_net):
 
 
 def test_tiled_close_to_whole_and_batch_invariant(color_net):
+    # float32: the bounds are the tiling's own effect (bf16 rounding is tested in test_fast_inference.py)
     img = synthetic_image(3, 64, 80).astype(np.float32) / 255
-    whole = denoise_image(color_net, img, tile=0)
-    tiled = denoise_image(color_net, img, tile=40, overlap=16, tile_batch=1)
+    whole = denoise_image(color_net, img, tile=0, precision='fp32')
+    tiled = denoise_image(color_net, img, tile=40, overlap=16, tile_batch=1, precision='fp32')
     diff = np.abs(tiled - whole)
     # not identical (the channel attention averages over each tile), but close
     assert 0 < diff.mean() < 2e-3 and diff.max() < 0.02
-    np.testing.assert_allclose(denoise_image(color_net, img, tile=40, overlap=16, tile_batch=5), tiled, atol=1e-5)
+    batched = denoise_image(color_net, img, tile=40, overlap=16, tile_batch=5, precision='fp32')
+    np.testing.assert_allclose(batched, tiled, atol=1e-5)
     # a size that is no multiple of anything, and reflect padding to a multiple
     odd = img[:37, :45]
     assert denoise_image(color_net, odd, tile=24, overlap=8, multiple=8).shape == odd.shape
@@ -221,7 +223,7 @@ def test_tiled_close_to_whole_and_batch_invariant(color_net):
 
 def test_constant_image_has_no_seams(color_net):
     flat = np.full((96, 96, 3), 0.45, np.float32)
-    out = denoise_image(color_net, flat, tile=64, overlap=48, tile_batch=4)
+    out = denoise_image(color_net, flat, tile=64, overlap=48, tile_batch=4, precision='fp32')
     inner = out[16:-16, 16:-16]  # the image's own borders see the zero padding, as in a whole-image run
     assert np.ptp(inner, axis=(0, 1)).max() < 1e-5
     out8 = denoise_image(color_net, (flat * 255).astype(np.uint8), tile=64, overlap=48)
@@ -230,11 +232,12 @@ def test_constant_image_has_no_seams(color_net):
 
 def test_gradient_map_is_the_one_the_net_was_given(color_net, ckpts):
     img = synthetic_image(5, 32, 40)
-    out, grad = denoise_image(color_net, img, tile=0, return_gradient=True)
+    # float32, to compare with the gradient map computed here in float32 (the default, auto, may run bf16)
+    out, grad = denoise_image(color_net, img, tile=0, return_gradient=True, precision='fp32')
     x = torch.from_numpy(img.astype(np.float32).transpose(2, 0, 1) / 255)[None]
     expected = color_net.gradient_map(x)[0].numpy().transpose(1, 2, 0)
     np.testing.assert_allclose(grad, expected, atol=1e-6)
-    np.testing.assert_array_equal(out, denoise_image(color_net, img, tile=0))
+    np.testing.assert_array_equal(out, denoise_image(color_net, img, tile=0, precision='fp32'))
     _, grad_tiled = denoise_image(color_net, img, tile=24, overlap=8, return_gradient=True)
     assert grad_tiled.shape == img.shape and np.abs(grad_tiled - grad).mean() < 0.05
     with pytest.raises(OptionError, match='no gradient branch'):
@@ -260,10 +263,10 @@ def test_channel_adaptation(color_net, gray_net):
 
 def test_reduced_precision_on_cpu(color_net):
     img = synthetic_image(9, 32, 40)
-    reference = denoise_image(color_net, img, tile=0).astype(int)
+    reference = denoise_image(color_net, img, tile=0, precision='fp32').astype(int)  # the default is now auto
     bf16 = denoise_image(color_net, img, tile=24, overlap=8, precision='bf16')
     assert bf16.dtype == np.uint8 and np.abs(bf16.astype(int) - reference).mean() < 3
-    with pytest.raises(OptionError, match='CUDA only'):
+    with pytest.raises(OptionError, match='CUDA GPUs only'):
         denoise_image(color_net, img, precision='fp16')
 
 
@@ -349,11 +352,13 @@ def test_cli_never_overwrites_unless_asked(tmp_path, ckpts, capsys):
     # an output folder that is the input folder would replace the inputs: refused even with --overwrite
     status, _, stderr = run_cli([folder, '-o', folder, '--weights', ckpts['color'], '--overwrite'], capsys)
     assert status == 1 and 'is the input itself' in stderr
-    # img_000.png and img_000.bmp would share img_000_gradient.png: the second one is refused, not overwritten
+    # img_000.png and img_000.bmp would share img_000_gradient.png: both are refused, neither is written
     cv2.imwrite(os.path.join(folder, 'img_000.bmp'), synthetic_image(0, 24, 32))
     status, stdout, stderr = run_cli(
         [folder, '-o', str(tmp_path / 'g'), '--weights', ckpts['color'], '--save-gradient'], capsys)
-    assert status == 1 and '2 denoised' in stdout and 'img_000_gradient.png is also an output of' in stderr
+    assert status == 1 and '1 denoised, 0 skipped (output exists), 2 failed' in stdout
+    assert stderr.count('img_000_gradient.png is also an output of') == 2
+    assert sorted(os.listdir(tmp_path / 'g')) == ['img_001.png', 'img_001_gradient.png']
 
 
 def test_cli_grey_model_on_colour_photos(tmp_path, ckpts, capsys):
@@ -366,7 +371,7 @@ def test_cli_grey_model_on_colour_photos(tmp_path, ckpts, capsys):
 
 
 @pytest.mark.parametrize('extra,key,message',
-                         [(['--precision', 'fp16'], 'color', 'CUDA only'),
+                         [(['--precision', 'fp16'], 'color', 'CUDA GPUs only'),
                           (['--save-gradient'], 'msk', '--save-gradient needs a GradNet'),
                           (['--tile', '16', '--tile-overlap', '16'], 'color', 'smaller than the tile'),
                           (['--per-channel'], 'color', 'for grey models'),

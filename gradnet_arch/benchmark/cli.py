@@ -12,7 +12,9 @@ into 8-bit images by `tensor2img`, RGB, crop 0, `calculate_psnr` / `calculate_ss
 texture / smooth PSNR (`gradnet_arch.metrics`, mean over the images where the region is not empty), the parameter
 count, FLOPs per pixel and the median time per megapixel (the forward pass -- with --tile, tiling and transfers
 included -- after one untimed warm-up image, CUDA synchronized; BM3D: its call, on the CPU). Synthetic noise is
-GaussianNoiseDataset's validation noise, so the numbers equal `gradnet-test`'s.
+GaussianNoiseDataset's validation noise, so the numbers equal `gradnet-test`'s (with --precision fp32; the default,
+auto, runs bf16 autocast where the device has native bf16). Networks run on channels_last inputs with BatchNorm
+folded at load; the precision and memory format of every model are in the table, the CSV and the JSON.
 """
 import argparse
 import math
@@ -32,6 +34,7 @@ from gradnet_arch.benchmark.testsets import build_cases, tensor_sha256
 from gradnet_arch.cli import user_errors
 from gradnet_arch.errors import DataError, OptionError
 from gradnet_arch.metrics.region_psnr import calculate_psnr_region, texture_mask
+from gradnet_arch.precision import PRECISIONS, resolve_precision
 
 _CHANNEL_COLOR = {1: 'gray', 3: 'rgb'}
 
@@ -108,6 +111,13 @@ def build_parser():
         help='tiled inference with this tile side (blended tiles, gradnet_arch.denoise); default: whole images, as '
         'BasicSR validates')
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of the tiles (default 32)')
+    parser.add_argument(
+        '--precision',
+        choices=('auto', ) + PRECISIONS,
+        default='auto',
+        help='numeric precision of the networks: auto (bf16 where the device runs it natively, else fp16 on a GPU or '
+        'fp32 on a CPU), fp32, bf16 (torch.autocast, CPU or CUDA) or fp16 (CUDA only); scores are always computed '
+        'from float32 outputs (default auto)')
     parser.add_argument('--csv', default=None, metavar='FILE', help='write the results table as CSV')
     parser.add_argument('--json', default=None, metavar='FILE', help='write results, per-image values and settings')
     parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot PSNR vs time per megapixel')
@@ -196,6 +206,7 @@ def summarize(denoiser, case, records, eps, device_label):
     smooth = [r['psnr_smooth'] for r in records if not math.isnan(r['psnr_smooth'])]
     pixels = [r['height'] * r['width'] for r in records]
     is_net = denoiser.kind == 'network'
+    # classical methods run in numpy's float64 on the CPU: no precision or memory format to report
     return dict(
         model=denoiser.label,
         kind=denoiser.kind,
@@ -213,7 +224,9 @@ def summarize(denoiser, case, records, eps, device_label):
         flops_per_pixel=denoiser.flops_per_pixel if is_net else None,
         sec_per_mp=(median_seconds_per_megapixel([r['seconds'] for r in records], pixels) if getattr(
             getattr(denoiser, 'method', None), 'timed', True) else None),
-        device=device_label if is_net else 'cpu')
+        device=device_label if is_net else 'cpu',
+        precision=denoiser.precision if is_net else None,
+        memory_format=denoiser.memory_format if is_net else None)
 
 
 class _Classical:
@@ -299,7 +312,7 @@ def main(argv=None):
     import gradnet_arch  # noqa: F401  (registers the archs, so that option dicts can name them)
 
     args = build_parser().parse_args(argv)
-    with user_errors():
+    with user_errors(interrupt_message='Interrupted; report files are written at the end, each whole or not at all.'):
         run(args)
 
 
@@ -319,10 +332,11 @@ def run(args):
     if args.tile and not 0 <= args.tile_overlap < args.tile:
         raise OptionError(
             f'--tile-overlap must be >= 0 and smaller than --tile ({args.tile}), got {args.tile_overlap}.')
-    check_new_outputs([args.csv, args.json, args.plot], args.overwrite)
+    check_new_outputs([args.csv, args.json, args.plot], args.overwrite, plot=args.plot)
     device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)  # before loading anything: fp16 on a CPU is a usage error
     classical = [build_classical(name, args.bm3d_sigma) for name in dict.fromkeys(args.classical)]
-    nets = [load_model(text, device, args.tile, args.tile_overlap) for text in args.model]
+    nets = [load_model(text, device, args.tile, args.tile_overlap, precision) for text in args.model]
     labels = [net.label for net in nets] + [method.name for method in classical]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -334,12 +348,15 @@ def run(args):
     print(markdown_table(rows))
     print(f'\nPSNR/SSIM: BasicSR (8-bit, RGB, crop 0), mean over images; texture/smooth PSNR with eps {args.eps:g}; '
           f'time: median forward time per megapixel on {device_name(device)}; FLOPs = 2 x multiply-adds of '
-          f'conv/linear layers per pixel.')
+          f'conv/linear layers per pixel.' + (f' Networks: {precision}, channels_last inputs, BatchNorm folded at load '
+                                              f'(--precision {args.precision}).' if nets else ''))
     if args.csv:
-        write_csv(args.csv, rows)
+        write_csv(args.csv, rows, overwrite=args.overwrite)
     if args.json:
         settings = {
             'device': device_name(device),
+            'precision_requested': args.precision,
+            'precision': precision,
             'color': color,
             'eps': args.eps,
             'noise_seed': args.noise_seed,
@@ -352,7 +369,7 @@ def run(args):
             'torch': torch.__version__,
             'python': platform.python_version(),
         }
-        write_json(args.json, rows, per_image, settings)
+        write_json(args.json, rows, per_image, settings, overwrite=args.overwrite)
     if args.plot:
-        write_plot(args.plot, rows, device_name(device))
+        write_plot(args.plot, rows, device_name(device), overwrite=args.overwrite)
     return rows, per_image

@@ -75,10 +75,43 @@ def lmdb_keys(root):
     if not os.path.isfile(os.path.join(root, 'meta_info.txt')) or not os.path.isfile(os.path.join(root, 'data.mdb')):
         raise BadFileError(f'GaussianNoiseDataset: {root} is not a BasicSR LMDB (it needs data.mdb and '
                            f'meta_info.txt); build one with `python -m gradnet_arch.prep crops`.')
-    keys = paths_from_lmdb(str(root))
+    try:
+        keys = paths_from_lmdb(str(root))
+    except (OSError, UnicodeDecodeError) as error:
+        raise BadFileError(f'GaussianNoiseDataset: cannot read {root}/meta_info.txt ({error}); the LMDB is damaged: '
+                           f'rebuild it with `python -m gradnet_arch.prep`.') from None
     if not keys:
         raise DataError(f'GaussianNoiseDataset: the LMDB {root} lists no images in its meta_info.txt.')
+    check_lmdb_keys(root, keys)
     return keys
+
+
+def check_lmdb_keys(root, keys):
+    """BadFileError unless `root` opens as an LMDB that stores every key of its meta_info.txt.
+
+    Checked once, when the dataset is built, rather than as a traceback from a dataloader worker mid-training. Only
+    the keys are looked up (no values are read), so even large LMDBs take a moment.
+    """
+    import lmdb
+
+    try:
+        env = lmdb.open(str(root), readonly=True, lock=False, readahead=False, meminit=False)
+    except lmdb.Error as error:
+        raise BadFileError(f'GaussianNoiseDataset: {root}/data.mdb is not a readable LMDB ({error}); the file is '
+                           f'damaged or of another kind: rebuild it with `python -m gradnet_arch.prep`.') from None
+    try:
+        with env.begin(buffers=True) as txn:
+            cursor = txn.cursor()
+            missing = [key for key in keys if not cursor.set_key(key.encode('ascii', 'replace'))]
+    except lmdb.Error as error:
+        raise BadFileError(f'GaussianNoiseDataset: cannot read the LMDB {root} ({error}); it is damaged: rebuild it '
+                           f'with `python -m gradnet_arch.prep`.') from None
+    finally:
+        env.close()
+    if missing:
+        raise BadFileError(f'GaussianNoiseDataset: {len(missing)} of the {len(keys)} keys listed in '
+                           f'{root}/meta_info.txt are not stored in the LMDB (e.g. {missing[0]!r}); meta_info.txt does '
+                           f'not belong to this data.mdb: rebuild the LMDB with `python -m gradnet_arch.prep`.')
 
 
 @register(DATASET_REGISTRY)

@@ -7,10 +7,11 @@ import torch
 
 from gradnet_arch.cli import user_errors
 from gradnet_arch.denoise.image_io import IMAGE_EXTENSIONS
-from gradnet_arch.denoise.runner import (DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_TILE_BATCH, PRECISIONS, check_precision,
-                                         denoise_file, gradient_module, net_channels, output_paths, resolve_device)
+from gradnet_arch.denoise.runner import (DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_TILE_BATCH, denoise_file,
+                                         gradient_module, net_channels, output_paths, resolve_device)
 from gradnet_arch.denoise.tiling import check_tiling
-from gradnet_arch.errors import MissingFileError, OptionError, UserError
+from gradnet_arch.errors import MissingFileError, OptionError, OutputExistsError, UserError
+from gradnet_arch.precision import PRECISIONS, resolve_precision
 
 DEFAULT_MODEL = 'gradnet_color_sigma25'
 
@@ -20,7 +21,8 @@ Inputs are image files, folders (their images, not sub-folders unless --recursiv
 TIFF and BMP, 8- or 16-bit, grey or colour, with or without alpha. Each output is OUTDIR/<stem>.<input's extension>
 (JPEG at quality 95; --format png for PNG), at the input's bit depth, upright (EXIF orientation applied) and without
 EXIF; an alpha channel is copied unchanged (the network sees only the colour). Existing outputs are never replaced
-without --overwrite (they are reported and skipped).
+without --overwrite (they are reported and skipped), not even one another run writes meanwhile: each output is
+written under a temporary name and then created exclusively (with --overwrite, replaced atomically).
 """
 
 EPILOG = f"""channels:
@@ -32,10 +34,24 @@ large photos:
   so memory grows with the tile, not the photo; --tile 0 runs each photo whole (needs the most memory; the reference
   result). Tiled and whole results differ slightly because the network's channel attention averages over the tile.
   With --save-gradient the gradient map is taken per tile from the network itself and blended the same way.
+  A photo that needs more than one forward pass gets a second progress bar, of its tiles.
+
+speed:
+  --precision auto (the default) runs bf16 autocast where the device computes bf16 natively (CPUs with AVX512-BF16
+  or AMX, Ampere and later GPUs), fp16 on older GPUs and fp32 elsewhere; the network runs on channels_last tensors
+  with its BatchNorm folded into the convolutions. --precision fp32 gives float32 results.
+
+inputs are never replaced:
+  Not even with --overwrite: an input is refused if one of its outputs would be an input file, its own or another's
+  (a.jpg with --format png next to a.png, -o the input folder). Two inputs whose outputs share a name (a.png and
+  a.jpg with --format png; photo.png and photo.jpg with --save-gradient) are both refused and neither is written;
+  denoise them into different folders.
 
 exit status:
   0 all inputs denoised (or skipped because their output exists), 1 some input failed (unreadable, corrupt, wrong
-  channels; each is reported on stderr and the others still run), 2 usage error (bad option, unknown model, no input).
+  channels, refused as above, or an output that cannot be written: read-only or full disk, a folder in the way; each
+  is reported on stderr in one line and the others still run), 2 usage error (bad option, unknown model, no input),
+  130 interrupted (Ctrl-C; the outputs written so far are complete).
 
 python:
   from gradnet_arch.denoise import denoise_image
@@ -82,9 +98,10 @@ def build_parser():
         help=f'tiles per forward pass (default {DEFAULT_TILE_BATCH})')
     parser.add_argument(
         '--precision',
-        choices=PRECISIONS,
-        default='fp32',
-        help='fp32, bf16 (CPU or CUDA, torch.autocast) or fp16 (CUDA only) (default fp32)')
+        choices=('auto', ) + PRECISIONS,
+        default='auto',
+        help='auto (bf16 where the device runs it natively, else fp16 on a GPU or fp32 on a CPU), fp32, bf16 (CPU or '
+        'CUDA, torch.autocast) or fp16 (CUDA only) (default auto)')
     parser.add_argument('--device', help='cpu, cuda or cuda:N (default: cuda if available, else cpu)')
     parser.add_argument(
         '--save-gradient',
@@ -94,7 +111,7 @@ def build_parser():
         '--side-by-side',
         action='store_true',
         help='also write <stem>_compare.png: input | denoised | gradient (the last for GradNets with a gradient)')
-    parser.add_argument('--quiet', action='store_true', help='no progress bar')
+    parser.add_argument('--quiet', action='store_true', help='no progress bars')
     return parser
 
 
@@ -161,22 +178,59 @@ def collect_inputs(patterns, recursive=False):
     return jobs, problems
 
 
+def _file_identity(path):
+    """(device, inode) of an existing file, None otherwise: equal for two names of one file (links, aliases)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _output_key(path):
+    """One key per place on disk an output name refers to (its folder with links resolved)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.normcase(os.path.join(os.path.realpath(folder), name))
+
+
 def plan_outputs(jobs, outdir, out_format, save_gradient=False, compare=False):
-    """(input, output path) pairs, and (input, problem) pairs for inputs whose outputs clash with another's."""
-    planned, problems, owners = [], [], {}
+    """(input, output path) pairs to denoise, and (input, problem) pairs for the inputs that are refused.
+
+    No input is ever replaced: an input is refused if one of its outputs (image, gradient map, comparison) is any
+    input, its own or another's (compared by real path and by file identity, so links count). Two inputs whose
+    outputs share a name (`a.png` and `a.jpg` with --format png, or `a.jpg` and `a.png` with --save-gradient) are
+    both refused and neither is written, so that no result replaces another.
+    """
+    inputs = {}
+    for src, _ in jobs:
+        inputs[os.path.realpath(src)] = src
+        identity = _file_identity(src)
+        if identity is not None:
+            inputs[identity] = src
+    outputs, owners = [], {}
     for src, rel in jobs:
         stem, ext = os.path.splitext(os.path.basename(src))
         dest = os.path.join(outdir, rel, stem + ('.png' if out_format == 'png' else ext))
         paths = output_paths(dest, save_gradient, compare)  # photo.jpg and photo.png share photo_gradient.png
-        keys = [os.path.normcase(os.path.abspath(path)) for path in paths]
-        clash = next((key for key in keys if key in owners), None)
-        if os.path.exists(dest) and os.path.samefile(dest, src):
-            problems.append((src, f'its output {dest} is the input itself; choose another output folder'))
-        elif clash is not None:
-            problems.append((src, f'its output {clash} is also an output of {owners[clash]}; rename one of them or '
-                             f'denoise them into different folders'))
+        outputs.append((src, dest, paths))
+        for path in paths:
+            owners.setdefault(_output_key(path), []).append(src)
+    planned, problems = [], []
+    for src, dest, paths in outputs:
+        replaced = [(path, inputs.get(os.path.realpath(path)) or inputs.get(_file_identity(path))) for path in paths]
+        replaced = [(path, other) for path, other in replaced if other is not None]
+        shared = [(path, owners[_output_key(path)]) for path in paths if len(owners[_output_key(path)]) > 1]
+        if replaced:
+            path, other = replaced[0]
+            what = 'the input itself' if other == src else f'the input {other}'
+            problems.append((src, f'its output {path} is {what}, which is never replaced; choose another output '
+                             f'folder'))
+        elif shared:
+            path, names = shared[0]
+            others = ', '.join(name for name in names if name != src)
+            problems.append((src, f'its output {path} is also an output of {others}; neither is written: rename one '
+                             f'of them or denoise them into different folders'))
         else:
-            owners.update((key, src) for key in keys)
             planned.append((src, dest))
     return planned, problems
 
@@ -188,6 +242,47 @@ def load_model(args, device):
     if source is None and args.opt is None:
         source = DEFAULT_MODEL
     return load_pretrained(source, device=device, param_key=args.param_key, network_opt=args.opt)
+
+
+class TileProgress:
+    """The second progress bar: the tiles of the photo being denoised, shown only for photos that need more than one
+    forward pass (more than `tile_batch` tiles). A `denoise_image` progress callback; a context manager that closes
+    the bar at the end.
+
+    Args:
+        tile_batch (int): Tiles per forward pass.
+        disable (bool): Show nothing (--quiet).
+    """
+
+    def __init__(self, tile_batch, disable=False):
+        self.tile_batch = tile_batch
+        self.disable = disable
+        self.bar = None
+
+    def __call__(self, done, total):
+        if self.disable or total <= self.tile_batch:
+            return
+        if self.bar is not None and (total != self.bar.total or done <= self.bar.n):
+            self.close()  # a new photo (the last one failed before its last tile)
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, desc='tiles', unit='tile', leave=False, position=1, file=sys.stderr, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def report(message, bar=None):
@@ -207,7 +302,7 @@ def run(args):
     if args.tile_batch < 1:
         raise OptionError(f'--tile-batch must be >= 1, got {args.tile_batch}.')
     device = resolve_device(args.device)
-    check_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device)
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise OptionError(f'the output folder {args.output} is a file; give a folder with -o.')
     jobs, problems = collect_inputs(args.inputs, args.recursive)
@@ -224,22 +319,18 @@ def run(args):
     for line in problems + [f'{src}: {why}' for src, why in clashes]:
         report(f'error: {line}')
     failed = len(problems) + len(clashes)
+    tiles = TileProgress(args.tile_batch, disable=args.quiet)
     options = dict(
         tile=args.tile,
         overlap=args.tile_overlap,
         tile_batch=args.tile_batch,
-        precision=args.precision,
-        per_channel=args.per_channel)
+        precision=precision,
+        per_channel=args.per_channel,
+        progress=tiles)
     done, skipped = 0, 0
-    with tqdm(planned, desc='denoise', unit='image', disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+    with tiles, tqdm(
+            planned, desc='denoise', unit='image', disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
         for src, dest in bar:
-            paths = output_paths(dest, args.save_gradient, args.side_by_side)
-            existing = [path for path in paths if os.path.exists(path)]
-            if existing and not args.overwrite:
-                report(f'skipped: {src}: {existing[0]} exists (--overwrite to replace it)', bar)
-                skipped += 1
-                continue
-            os.makedirs(os.path.dirname(dest) or '.', exist_ok=True)
             try:
                 denoise_file(
                     net,
@@ -249,7 +340,11 @@ def run(args):
                     save_gradient=args.save_gradient,
                     compare=args.side_by_side,
                     **options)
-            except UserError as error:
+            except OutputExistsError as error:  # found before any work, or written by another run meanwhile
+                report(f'skipped: {src}: {error}', bar)
+                skipped += 1
+                continue
+            except UserError as error:  # unreadable or unsuitable input, or an output that cannot be written
                 failed += 1
                 message = str(error)  # most messages name the file already
                 report(f'error: {message}' if src in message else f'error: {src}: {message}', bar)
@@ -286,7 +381,8 @@ def main(argv=None):
         log_level = cv2_logging.getLogLevel()
         cv2_logging.setLogLevel(cv2_logging.LOG_LEVEL_SILENT)
     try:
-        with user_errors():
+        with user_errors(interrupt_message='Interrupted; the outputs written so far are complete, the one in '
+                         'progress was not written.'):
             status = run(args)
     finally:
         if cv2_logging is not None:

@@ -15,7 +15,7 @@ import os
 import struct
 import zlib
 
-from gradnet_arch.atomic_io import atomic_open
+from gradnet_arch.atomic_io import check_new_file, write_files
 from gradnet_arch.errors import BadFileError, DataError, ImageReadError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.jpe', '.tif', '.tiff', '.bmp')
@@ -239,16 +239,16 @@ def merge_alpha(colour, alpha):
     return np.concatenate([colour, alpha[..., None]], axis=2)
 
 
-def write_image(path, img, overwrite=False, jpeg_quality=JPEG_QUALITY):
-    """Encode `img` by the extension of `path` (JPEG at `jpeg_quality`) and write it without any metadata.
-
-    The file is written under a temporary name and renamed, so an interrupted run never leaves a truncated image.
+def encode_image(path, img, jpeg_quality=JPEG_QUALITY):
+    """The bytes of `img` encoded by the extension of `path` (JPEG at `jpeg_quality`), without any metadata.
 
     Args:
-        path (str): Output file; its extension picks the format.
+        path (str): Output file name; its extension picks the format.
         img (ndarray): uint8 or uint16 in OpenCV's layout (grey, grey + alpha, BGR, BGRA).
-        overwrite (bool): Replace an existing file. Default: False (raise instead).
         jpeg_quality (int): JPEG quality. Default: 95.
+
+    Returns:
+        bytes: The encoded file.
     """
     ext = os.path.splitext(path)[1].lower()
     if ext not in IMAGE_EXTENSIONS:
@@ -261,14 +261,33 @@ def write_image(path, img, overwrite=False, jpeg_quality=JPEG_QUALITY):
                         f'png to keep 16 bits.')
     if ext in ('.jpg', '.jpeg', '.jpe') and img.ndim == 3 and img.shape[2] == 4:
         raise DataError(f'cannot write {path}: JPEG has no alpha channel. Use --format png to keep it.')
-    if os.path.exists(path) and not overwrite:
-        raise BadFileError(f'{path} exists; pass --overwrite to replace it')
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in ('.jpg', '.jpeg', '.jpe') else []
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
     if not ok:
         raise BadFileError(f'OpenCV could not encode {path} ({img.dtype}, shape {img.shape})')
-    with atomic_open(path) as fout:
-        fout.write(buf.tobytes())
+    return buf.tobytes()
+
+
+def write_image(path, img, overwrite=False, jpeg_quality=JPEG_QUALITY):
+    """Encode `img` by the extension of `path` (see `encode_image`) and write it whole or not at all.
+
+    The file is written under a temporary name and then named in one step (atomic_io): an interrupted run never
+    leaves a truncated image, and without `overwrite` an existing file is never replaced, even one another process
+    wrote meanwhile.
+
+    Args:
+        path (str): Output file; its extension picks the format.
+        img (ndarray): uint8 or uint16 in OpenCV's layout (grey, grey + alpha, BGR, BGRA).
+        overwrite (bool): Replace an existing file. Default: False (OutputExistsError instead).
+        jpeg_quality (int): JPEG quality. Default: 95.
+
+    Raises:
+        OutputExistsError: `path` exists and `overwrite` is off.
+        OutputError: The file cannot be written (read-only or full disk, a folder in the way, ...).
+    """
+    check_new_file(path, overwrite)  # an early answer; the exclusive create in write_files is the real check
+    data = encode_image(path, img, jpeg_quality)
+    write_files([(path, data)], overwrite=overwrite)
 
 
 def to_uint8(img):

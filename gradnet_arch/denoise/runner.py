@@ -6,23 +6,28 @@ Use from Python (any uint8/uint16/float image as a numpy array, RGB channel orde
     from gradnet_arch.pretrained import load_pretrained
     net = load_pretrained('gradnet_color_sigma25')           # or a checkpoint path; device='cuda' for a GPU
     out = denoise_image(net, img)                            # same shape and dtype as img
-    out, grad = denoise_image(net, img, return_gradient=True, tile=512, precision='bf16')
+    out, grad = denoise_image(net, img, return_gradient=True, tile=512, precision='fp32')
+
+Defaults are the fast path: `precision='auto'` (bf16 autocast where the device computes bf16 natively, see
+`gradnet_arch.precision`), channels_last network inputs, and `load_pretrained`'s BatchNorm folding and channels_last
+weights. `precision='fp32', channels_last=False` with `load_pretrained(..., fold_batchnorm=False,
+channels_last=False)` is the plain float32 NCHW path.
 
 `denoise_file` is the per-file pipeline of the `gradnet-denoise` command (read upright, denoise, write at the input's
 depth, optional gradient map and side-by-side comparison).
 """
-import contextlib
 import numpy as np
 import os
 import torch
 from torch import nn
 
-from gradnet_arch.denoise.image_io import (gradient_to_uint8, merge_alpha, read_image, side_by_side, split_alpha,
-                                           write_image)
+from gradnet_arch.atomic_io import check_new_file, make_folder, write_files
+from gradnet_arch.denoise.image_io import (encode_image, gradient_to_uint8, merge_alpha, read_image, side_by_side,
+                                           split_alpha)
 from gradnet_arch.denoise.tiling import check_tiling, tiled_apply
-from gradnet_arch.errors import BadFileError, DataError, OptionError
+from gradnet_arch.errors import DataError, OptionError
+from gradnet_arch.precision import autocast, resolve_precision, to_memory_format
 
-PRECISIONS = ('fp32', 'bf16', 'fp16')
 # Measured with benchmarks/bench_tiling.py (docs/model_cards): with 256-pixel tiles, tiled minus whole-image PSNR on
 # CBSD68 / BSD68 averages +0.005 / +0.012 dB (at most 0.02 / 0.064 dB on one image), because the channel attention
 # pools over the tile; 512-pixel tiles keep photos up to 512 x 512 whole and bound activations to one 512 x 512 tile.
@@ -50,26 +55,6 @@ def resolve_device(device=None):
             raise OptionError(f'device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) '
                               f'visible (cuda:0 ... cuda:{torch.cuda.device_count() - 1}).')
     return dev
-
-
-def check_precision(precision, device):
-    """Clear errors for a precision the device cannot run."""
-    if precision not in PRECISIONS:
-        raise OptionError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}.')
-    device = torch.device(device)
-    if precision == 'fp16' and device.type != 'cuda':
-        raise OptionError('fp16 runs on CUDA only; on the CPU use --precision bf16 (or fp32).')
-    if precision == 'bf16' and device.type == 'cuda' and not torch.cuda.is_bf16_supported():
-        raise OptionError(f'this GPU ({torch.cuda.get_device_name(device)}) does not support bf16; use --precision '
-                          f'fp16 or fp32.')
-
-
-def autocast(precision, device):
-    """torch.autocast for bf16/fp16 (weights stay float32; convolutions run in reduced precision), else nothing."""
-    if precision == 'fp32':
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == 'bf16' else torch.float16
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def net_device(net):
@@ -138,8 +123,12 @@ def channel_mode(net_ch, img_ch, per_channel=False):
     raise DataError(f'the network takes {net_ch}-channel images; this image has {img_ch} colour channel(s).')
 
 
-def _apply_fn(net, mode, capture):
-    """A function batch (N, C_img, h, w) -> (output[, gradient]) with the image's channels, for `tiled_apply`."""
+def _apply_fn(net, mode, capture, channels_last=False):
+    """A function batch (N, C_img, h, w) -> (output[, gradient]) with the image's channels, for `tiled_apply`.
+
+    The network's input is made channels_last (after the channel replication / split, which would undo it) when
+    `channels_last` is set; `tiled_apply` brings the outputs back contiguous.
+    """
 
     def back(y, shape):
         if mode == 'replicate':
@@ -149,7 +138,7 @@ def _apply_fn(net, mode, capture):
     def fn(x):
         n, c, h, w = x.shape
         inp = x.repeat(1, 3, 1, 1) if mode == 'replicate' else x.reshape(n * c, 1, h, w) if mode == 'per_channel' else x
-        outs = [net(inp)] + ([capture.take()] if capture is not None else [])
+        outs = [net(to_memory_format(inp, channels_last))] + ([capture.take()] if capture is not None else [])
         return tuple(back(y, x.shape) for y in outs)
 
     return fn
@@ -160,11 +149,13 @@ def denoise_image(net,
                   tile=DEFAULT_TILE,
                   overlap=DEFAULT_OVERLAP,
                   tile_batch=DEFAULT_TILE_BATCH,
-                  precision='fp32',
+                  precision='auto',
                   per_channel=False,
                   return_gradient=False,
                   bgr=False,
-                  multiple=None):
+                  multiple=None,
+                  channels_last=True,
+                  progress=None):
     """Denoise one image with `net` on the device of its parameters.
 
     Channels: a colour model on a grey image sees the grey replicated to R, G, B and the mean of its three output
@@ -179,14 +170,22 @@ def denoise_image(net,
             Default: DEFAULT_TILE.
         overlap (int): Pixels shared by neighbouring tiles, blended with smooth weights. Default: DEFAULT_OVERLAP.
         tile_batch (int): Tiles per forward pass. Default: DEFAULT_TILE_BATCH.
-        precision (str): 'fp32', 'bf16' (torch.autocast, CPU or CUDA) or 'fp16' (CUDA only). Outputs are float32
-            after the network either way. Default: 'fp32'.
+        precision (str): 'auto', 'fp32', 'bf16' (torch.autocast, CPU or CUDA) or 'fp16' (CUDA only). 'auto' is
+            `gradnet_arch.precision.auto_precision` of the network's device: bf16 where it runs natively (CPUs with
+            AVX512-BF16 / AMX, Ampere and later GPUs), fp16 on older GPUs, fp32 on other CPUs. Outputs are float32
+            after the network either way. Default: 'auto'.
         per_channel (bool): Let a grey model denoise a colour image channel by channel. Default: False.
         return_gradient (bool): Also return the Sobel gradient map the GradNet was given (computed per tile and
             blended like the output in tiled runs). Default: False.
         bgr (bool): The colour channels are in OpenCV's BGR order (the network gets RGB). Default: False (RGB).
         multiple (int | None): Pad network inputs (reflect) to multiples of this and crop back; None reads the
             network's window size (1 for GradNet). Default: None.
+        channels_last (bool): Give the network channels_last (NHWC) inputs, whatever the layout of its weights: on
+            the CPU an NCHW network gets the same speed-up from NHWC inputs as a channels_last one (oneDNN reorders
+            the weights; measured in benchmarks/bench_fast_path.py), and outputs are the same to 1e-5 in float32.
+            False gives NCHW inputs. Default: True.
+        progress (callable | None): Called as `progress(tiles_done, tiles_total)` after each forward pass (see
+            `tiled_apply`). Default: None.
 
     Returns:
         ndarray | tuple[ndarray, ndarray]: The denoised image, of the input's shape and dtype (integers rounded and
@@ -202,7 +201,7 @@ def denoise_image(net,
         raise DataError(f'denoise_image got an empty image of shape {img.shape}.')
     check_tiling(tile, overlap)
     device = net_device(net)
-    check_precision(precision, device)
+    precision = resolve_precision(precision, device)
     sobel = gradient_module(net) if return_gradient else None
     if return_gradient and sobel is None:
         raise OptionError(f'{type(net).__name__} has no gradient branch, so there is no gradient map to return. '
@@ -220,9 +219,10 @@ def denoise_image(net,
 
     capture = _GradientCapture(sobel) if sobel is not None else None
     try:
-        fn = _apply_fn(net, channel_mode(net_ch, x.shape[0], per_channel), capture)
+        fn = _apply_fn(net, channel_mode(net_ch, x.shape[0], per_channel), capture, channels_last)
         with torch.inference_mode(), autocast(precision, device):
-            outs = tiled_apply(fn, x, tile, overlap, tile_batch, device, multiple or size_multiple(net))
+            outs = tiled_apply(
+                fn, x, tile, overlap, tile_batch, device, multiple or size_multiple(net), progress=progress)
     finally:
         if capture is not None:
             capture.close()
@@ -260,11 +260,16 @@ def output_paths(dest, save_gradient=False, side_by_side=False):
 def denoise_file(net, src, dest, overwrite=False, save_gradient=False, compare=False, **kwargs):
     """Read `src` upright, denoise it and write `dest` (format by extension, the input's depth, no EXIF).
 
+    The outputs of one input (image, gradient map, comparison) are written as a unit (atomic_io.write_files): each
+    whole, and none of them if one cannot be written; without `overwrite` none replaces an existing file, even one
+    that another process wrote while this one was denoising.
+
     Args:
         net (nn.Module): The denoiser.
         src (str): Input image (PNG, JPEG, TIFF, BMP; 8/16-bit; grey, colour, with or without alpha).
-        dest (str): Output image path.
-        overwrite (bool): Replace existing outputs; otherwise an existing one raises BadFileError before any work.
+        dest (str): Output image path (its folder is created if needed).
+        overwrite (bool): Replace existing outputs; otherwise an existing one raises OutputExistsError (before any
+            work when it exists already).
         save_gradient (bool): Also write `<stem>_gradient.png`, the gradient map scaled for viewing (8-bit).
         compare (bool): Also write `<stem>_compare.png`: input | denoised | gradient (the last when the network has a
             gradient branch), separated by thin white bars.
@@ -272,20 +277,24 @@ def denoise_file(net, src, dest, overwrite=False, save_gradient=False, compare=F
 
     Returns:
         list[str]: The files written.
+
+    Raises:
+        OutputExistsError: An output exists and `overwrite` is off.
+        OutputError: An output cannot be written (read-only or full disk, a folder in the way, ...).
     """
     paths = output_paths(dest, save_gradient, compare)
-    existing = [path for path in paths if os.path.exists(path)]
-    if existing and not overwrite:
-        raise BadFileError(f'{existing[0]} exists; pass --overwrite to replace it')
+    for path in paths:  # refused before any work
+        check_new_file(path, overwrite)
+    make_folder(os.path.dirname(dest))
     img = read_image(src)
     want_gradient = save_gradient or (compare and gradient_module(net) is not None)
     result = denoise_image(net, img, bgr=True, return_gradient=want_gradient, **kwargs)
     out, grad = result if want_gradient else (result, None)
-    write_image(dest, out, overwrite=overwrite)
+    files = [(dest, encode_image(dest, out))]
     grad_view = gradient_to_uint8(grad) if grad is not None else None
     if save_gradient:
-        write_image(paths[1], grad_view, overwrite=overwrite)
+        files.append((paths[1], encode_image(paths[1], grad_view)))
     if compare:
         panels = [img, out] + ([grad_view] if grad_view is not None else [])
-        write_image(paths[-1], side_by_side(panels), overwrite=overwrite)
-    return paths
+        files.append((paths[-1], encode_image(paths[-1], side_by_side(panels))))
+    return write_files(files, overwrite=overwrite)

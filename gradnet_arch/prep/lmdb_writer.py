@@ -20,7 +20,11 @@ Safety rules, shared by every command of `python -m gradnet_arch.prep`:
 - Atomicity: every output is written into a hidden temporary folder next to its target (`.name.partial-PID-XXXX`)
   and renamed into place only after all outputs of the command are complete. A failed or interrupted run removes
   its temporary folders; one killed outright leaves only a hidden `.partial-` folder, which the next run in that
-  folder removes. A half-written LMDB never sits under the target name.
+  folder removes. A half-written LMDB never sits under the target name. Ctrl-C is held back for the few
+  milliseconds of the final renames, so an interrupt never leaves some outputs of a command in place and others
+  not. A write that fails (read-only or full disk, a file in the way of a folder) raises OutputError.
+- Interrupts: worker processes ignore Ctrl-C (SIGINT reaches the whole process group); the main process stops
+  them itself, so an interrupted run ends promptly instead of hanging on a worker killed in mid-hand-over.
 - Re-running: each finished output holds a stamp (`.gradnet_prep.json`) with a fingerprint of the command, its
   settings and its input files (path, size, modification time). Re-running the same command on unchanged inputs
   finds every output up to date and does nothing. If any output exists but is not up to date (other inputs or
@@ -31,6 +35,7 @@ import collections
 import contextlib
 import cv2
 import datetime
+import errno
 import hashlib
 import json
 import lmdb
@@ -40,11 +45,14 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from tqdm import tqdm
 
-from gradnet_arch.errors import DataError, ImageReadError, OptionError, UserError
+from gradnet_arch.atomic_io import make_folder, output_error
+from gradnet_arch.errors import DataError, ImageReadError, OptionError, OutputError, OutputExistsError, UserError
 
 STAMP_NAME = '.gradnet_prep.json'
 FORMAT_VERSION = 1  # bump when the meaning of an output changes, so that old outputs are no longer "up to date"
@@ -304,7 +312,7 @@ class AtomicOutputs:
         token = secrets.token_hex(4)
         for target in self.targets:
             parent, name = os.path.split(target)
-            os.makedirs(parent, exist_ok=True)
+            make_folder(parent)
             self._remove_stale(parent, name)
             self._temps[target] = os.path.join(parent, f'.{name}.partial-{os.getpid()}-{token}')
         return self
@@ -339,6 +347,7 @@ class AtomicOutputs:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             self._discard()
+            self._raise_write_error(exc)
             return False
         try:
             for writer in self._writers:
@@ -347,11 +356,23 @@ class AtomicOutputs:
                 if not os.path.isdir(temp):
                     raise RuntimeError(f'no writer was opened for {target}')
                 self._write_stamp(temp)
-            self._commit()
-        except BaseException:
+            with _sigint_deferred():
+                self._commit()
+        except BaseException as error:
             self._discard()
+            self._raise_write_error(error)
             raise
         return False
+
+    def _raise_write_error(self, error):
+        """Raise OutputError for a failed write (OSError, LMDB error); other errors are left to propagate."""
+        if isinstance(error, UserError) or not isinstance(error, (OSError, lmdb.Error)):
+            return
+        target = self.targets[0] if len(self.targets) == 1 else os.path.commonpath(self.targets)
+        if isinstance(error, OSError):
+            raise output_error(target, error) from None
+        raise OutputError(f'cannot write {target}: {error}; check that the disk has space and the folder is '
+                          f'writable') from None
 
     def _write_stamp(self, temp):
         stamp = dict(self.info)
@@ -364,18 +385,34 @@ class AtomicOutputs:
             json.dump(stamp, fout, indent=1, sort_keys=True)
 
     def _commit(self):
-        for target, temp in self._temps.items():
-            parent, name = os.path.split(target)
-            old = None
-            if os.path.lexists(target):
-                old = os.path.join(parent, f'.{name}.old-{os.getpid()}-{secrets.token_hex(4)}')
-                os.rename(target, old)
-            try:
-                os.rename(temp, target)
-            except BaseException:
-                if old is not None:
-                    os.rename(old, target)
-                raise
+        done = []  # (target, temp, old) renamed into place so far
+        try:
+            for target, temp in self._temps.items():
+                parent, name = os.path.split(target)
+                old = None
+                if self.overwrite and os.path.lexists(target):
+                    old = os.path.join(parent, f'.{name}.old-{os.getpid()}-{secrets.token_hex(4)}')
+                    os.rename(target, old)
+                try:
+                    # fails on a folder holding files: another run's output that appeared meanwhile is never replaced
+                    os.rename(temp, target)
+                except OSError as error:
+                    if old is not None:
+                        os.rename(old, target)
+                    if os.path.lexists(target) and error.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+                        raise OutputExistsError(f'{target} appeared while this run was writing it (another run at '
+                                                f'the same time?); it is left as it is. Pass --overwrite to replace '
+                                                f'it.') from None
+                    raise
+                done.append((target, temp, old))
+        except BaseException:
+            for target, temp, old in reversed(done):  # all outputs or none: put the earlier ones back
+                with contextlib.suppress(OSError):
+                    os.rename(target, temp)
+                    if old is not None:
+                        os.rename(old, target)
+            raise
+        for _, _, old in done:
             if old is not None:
                 _remove(old)
 
@@ -397,16 +434,76 @@ def _call(func, job):
         return False, error
 
 
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold back Ctrl-C in the main thread for the duration (a few renames): the command then completes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def _sigint_blocked():
+    """Block SIGINT in this thread (processes forked meanwhile start with it blocked), where the platform can."""
+    if not hasattr(signal, 'pthread_sigmask'):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _worker_ignores_sigint():
+    """Pool initializer: Ctrl-C is for the main process, which stops the workers itself.
+
+    A worker that Ctrl-C killed while handing back a result would leave the pool's result queue locked, and the
+    pool's shutdown would then wait forever.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, 'pthread_sigmask'):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def stop_pool(pool, timeout=10.):
+    """Terminate the workers of `pool`, within about `timeout` seconds whatever state its queues are in."""
+    stopper = threading.Thread(target=pool.terminate, name='stop-pool', daemon=True)
+    stopper.start()
+    try:
+        stopper.join(timeout)
+    finally:
+        if stopper.is_alive():  # the pool's own shutdown is stuck, or a second Ctrl-C came: end the workers here
+            for child in multiprocessing.active_children():
+                child.kill()
+
+
+@contextlib.contextmanager
 def start_pool(workers, jobs):
-    """A process pool for `run_jobs` (a context manager), or a null context giving None when one process will do.
+    """A process pool for `run_jobs` (a context manager), or None when one process will do.
 
     Start it before anything starts threads (a progress bar's monitor thread), as it forks where it can: fork starts
-    workers instantly, while spawn re-imports the package (torch, BasicSR) in every worker.
+    workers instantly, while spawn re-imports the package (torch, BasicSR) in every worker. The workers ignore
+    Ctrl-C; leaving the context (normally, on an error or on Ctrl-C) terminates them.
     """
     if workers <= 1 or jobs <= 1:
-        return contextlib.nullcontext()
+        yield None
+        return
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context('fork' if 'fork' in methods else None).Pool(min(workers, jobs))
+    context = multiprocessing.get_context('fork' if 'fork' in methods else None)
+    pool = None
+    try:
+        with _sigint_blocked():  # no worker can be hit by Ctrl-C before its initializer ignores it
+            pool = context.Pool(min(workers, jobs), initializer=_worker_ignores_sigint)
+        yield pool
+    finally:
+        if pool is not None:
+            stop_pool(pool)
 
 
 def run_jobs(func, jobs, pool=None, workers=1):

@@ -114,17 +114,24 @@ def read_safetensors(path):
             raise bad(f'the header length field says {header_len} bytes but only {size - 8} bytes follow it')
         if header_len > MAX_HEADER_BYTES:
             raise bad(f'the header length {header_len} is over the {MAX_HEADER_BYTES}-byte limit')
+        text = f.read(header_len)
         try:
-            header = json.loads(f.read(header_len).decode('utf-8'))
+            header = json.loads(text.decode('utf-8'))
         except (UnicodeDecodeError, ValueError) as error:
             raise bad(f'its header is not valid JSON ({error})') from None
+        except RecursionError:
+            # a hostile header ([[[[... a hundred thousand levels deep); a real one is three levels deep
+            raise bad('its JSON header is nested too deeply to be a safetensors header') from None
         if not isinstance(header, dict):
             raise bad(f'its header is a JSON {type(header).__name__}, not an object')
         metadata = header.pop(METADATA_KEY, None) or {}
         if not isinstance(metadata, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise bad('its __metadata__ is not a map of strings to strings')
-        entries = [(name, _parse_entry(name, info, bad)) for name, info in header.items()]
+        try:
+            entries = [(name, _parse_entry(name, info, bad)) for name, info in header.items()]
+        except RecursionError:  # nesting just under the decoder's limit, met again in an error message's repr
+            raise bad('its JSON header is nested too deeply to be a safetensors header') from None
         data = f.read()
     data_len = size - 8 - header_len
     # The tensors must tile the data exactly, as the reference implementation requires.

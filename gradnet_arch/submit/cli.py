@@ -14,6 +14,7 @@ import warnings
 
 from gradnet_arch.cli import user_errors
 from gradnet_arch.errors import OptionError
+from gradnet_arch.precision import PRECISIONS
 
 _EPILOG = ('MODEL is a shipped model name, a checkpoint (.pth/.safetensors) with embedded network options (or give '
            'them with --network-opt), or a BasicSR option YAML (its network_g and path.pretrain_network_g). '
@@ -34,6 +35,12 @@ def _add_source(parser, inputs_help):
         'several runs')
     parser.add_argument(
         '--device', default='auto', help='where the model runs: auto (cuda if available), cpu, cuda, cuda:N')
+    parser.add_argument(
+        '--precision',
+        choices=('auto', ) + PRECISIONS,
+        default='auto',
+        help='numeric precision of the model: auto (bf16 where the device runs it natively, else fp16 on a GPU or '
+        'fp32 on a CPU), fp32, bf16 (torch.autocast) or fp16 (CUDA only) (default auto)')
     parser.add_argument(
         '--network-opt',
         metavar='YAML',
@@ -118,7 +125,9 @@ def _check_combinations(args):
     else:
         unused = [
             name for name, value in (('--network-opt', args.network_opt), ('--param-key', args.param_key),
-                                     ('--device', None if args.device == 'auto' else args.device)) if value is not None
+                                     ('--device', None if args.device == 'auto' else args.device),
+                                     ('--precision', None if args.precision == 'auto' else args.precision))
+            if value is not None
         ]
         if unused:
             raise OptionError(f'{", ".join(unused)} apply to --model only; --from-folder runs no model.')
@@ -129,8 +138,13 @@ def run(args):
     from gradnet_arch.submit import dnd, sidd
 
     _check_combinations(args)
+    if args.model is not None:  # a precision the device cannot run is a usage error before any slow work
+        from gradnet_arch.precision import resolve_precision
+        from gradnet_arch.submit.inference import resolve_device
+
+        resolve_precision(args.precision, resolve_device(args.device))
     common = dict(overwrite=args.overwrite, quiet=args.quiet)
-    model = dict(device=args.device, network_opt=args.network_opt, param_key=args.param_key)
+    model = dict(device=args.device, network_opt=args.network_opt, param_key=args.param_key, precision=args.precision)
     if args.benchmark == 'sidd':
         method = dict(MethodName=args.method_name, Authors=args.authors, PaperTitle=args.paper_title, Venue=args.venue)
         if args.model is not None:

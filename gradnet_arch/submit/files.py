@@ -1,4 +1,10 @@
-"""Submission files written atomically, and folders of already-denoised PNGs read back by key."""
+"""Submission files written atomically, and folders of already-denoised PNGs read back by key.
+
+Outputs that cannot be written (a read-only or full disk, a file in the way of a folder) end the command with an
+OutputError (exit status 2, one line); the destination is probed before the slow part, and a failure while writing
+leaves neither the output nor a temporary file behind.
+"""
+import contextlib
 import cv2
 import numpy as np
 import os
@@ -6,8 +12,8 @@ import re
 import shutil
 from dataclasses import dataclass, field
 
-from gradnet_arch.atomic_io import atomic_open
-from gradnet_arch.errors import DataError, ImageReadError, MissingFileError, OptionError
+from gradnet_arch.atomic_io import atomic_open, check_writable_folder, commit, make_folder, output_error
+from gradnet_arch.errors import DataError, ImageReadError, MissingFileError, OptionError, UserError
 
 
 @dataclass
@@ -42,12 +48,14 @@ def _temp_name(path):
 
 
 def check_new_file(path, overwrite):
-    """OptionError if `path` exists and `overwrite` is false, or if it is a folder."""
+    """Before any slow work: OptionError if `path` exists and `overwrite` is false, or if it is a folder; OutputError
+    if its folder cannot be written (see atomic_io.check_writable_folder)."""
     if os.path.isdir(path):
         raise OptionError(
             f'{path} is a folder; give the output file name, e.g. {os.path.join(path, "SubmitSrgb.mat")}.')
-    if os.path.exists(path) and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise OptionError(f'{path} already exists; pass --overwrite to replace it.')
+    check_writable_folder(os.path.dirname(os.path.abspath(path)))
 
 
 def atomic_savemat(path, variables, overwrite=False):
@@ -55,8 +63,9 @@ def atomic_savemat(path, variables, overwrite=False):
     import scipy.io
 
     check_new_file(path, overwrite)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_open(path, temp_path=_temp_name(path)) as fout:  # a file object: savemat would add '.mat' to a name
+    make_folder(os.path.dirname(os.path.abspath(path)))
+    # without overwrite the file is created exclusively: one written meanwhile by another run is never replaced
+    with atomic_open(path, overwrite=overwrite) as fout:  # a file object: savemat would add '.mat' to a name
         scipy.io.savemat(fout, variables, do_compression=True, oned_as='row')
 
 
@@ -83,12 +92,18 @@ class StagedFolder:
         if self.existing and not overwrite:
             raise OptionError(f'{out_dir} already holds {len(self.existing)} submission file(s) ({self.existing[0]}, '
                               f'...); pass --overwrite to replace them, or choose another folder.')
+        self.overwrite = overwrite
         self.temp = _temp_name(out_dir)
+        check_writable_folder(os.path.dirname(self.temp))  # refuses before the slow part
 
     def __enter__(self):
-        if os.path.exists(self.temp):  # left by a killed run of a process with the same id
-            shutil.rmtree(self.temp)
-        os.makedirs(self.temp)
+        try:
+            if os.path.exists(self.temp):  # left by a killed run of a process with the same id
+                shutil.rmtree(self.temp)
+            make_folder(os.path.dirname(self.temp))
+            os.makedirs(self.temp)
+        except OSError as error:
+            raise output_error(self.out_dir, error) from None
         return self
 
     def path(self, name):
@@ -96,20 +111,45 @@ class StagedFolder:
         return os.path.join(self.temp, name)
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.temp, ignore_errors=True)
-            return False
-        if not os.path.isdir(self.out_dir):
-            os.replace(self.temp, self.out_dir)
-            return False
-        written = set(os.listdir(self.temp))
-        for name in sorted(written):
-            os.replace(os.path.join(self.temp, name), os.path.join(self.out_dir, name))
+        if exc_type is None:
+            try:
+                self._move_into_place()
+                return False
+            except BaseException as error:
+                exc = error
+        shutil.rmtree(self.temp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, UserError):  # a write failed: full disk, read-only, ...
+            raise output_error(self.out_dir, exc) from None
+        if exc_type is None:
+            raise exc
+        return False
+
+    def _move_into_place(self):
+        if not os.path.lexists(self.out_dir):
+            try:
+                os.rename(self.temp, self.out_dir)  # the whole folder at once
+                return
+            except OSError:  # another run made the folder meanwhile: move the files one by one
+                pass
+        make_folder(self.out_dir)
+        written, created = sorted(os.listdir(self.temp)), []
+        try:
+            for name in written:
+                dest = os.path.join(self.out_dir, name)
+                existed = os.path.lexists(dest)
+                # without overwrite, a file another run wrote meanwhile is never replaced (OutputExistsError)
+                commit(os.path.join(self.temp, name), dest, self.overwrite)
+                if not existed:
+                    created.append(dest)
+        except BaseException:
+            for dest in created:  # leave the folder as it was (files replaced with --overwrite stay: complete)
+                with contextlib.suppress(OSError):
+                    os.remove(dest)
+            raise
         for name in self.existing:
             if name not in written:
                 os.remove(os.path.join(self.out_dir, name))
         os.rmdir(self.temp)
-        return False
 
 
 def find_keyed_pngs(folder, key_pattern, example, suffix=None):
