@@ -1,32 +1,33 @@
 """The fast path against today's fp32 NCHW path and against the machine's own ceiling, in one run (tables, not tests).
 
     python benchmarks/bench_fast_path.py [--device cpu|cuda] [--repeats 5] [--skip-training] [--skip-photo]
-                                         [--psnr-set CBSD68=DIR --psnr-set BSD68=DIR] [--json out.json]
+                                         [--psnr-set gradnet_color_sigma25=CBSD68_DIR ...] [--json out.json]
 
 Sections, each printed as a Markdown table (medians over `--repeats`; one process, other work should be stopped):
 
 1. Ceiling: GFLOP/s of one 64->64 3x3 convolution on a 256x256 image in each mode (fp32 NCHW, fp32 channels_last,
    bf16 autocast NCHW, bf16 autocast + channels_last; fp16 on CUDA).
 2. Inference of the paper-size two-stage GradNet (random weights, BatchNorm with non-trivial statistics), the shipped
-   models and BasicSR's stock RIDNet (built by BasicSR's `build_network`, 64 features): GFLOP per 256x256 image
+   models and BasicSR's stock RIDNet (built by BasicSR's `build_network`, 64 features): GFLOP per image (256x256
+   for the paper-size net and RIDNet, as the issue compares them; 512x512, the default tile, for the shipped models)
    (`torch.utils.flop_counter.FlopCounterMode`, which counts 2 FLOPs per multiply-accumulate), seconds per megapixel
-   and the share of the ceiling in each mode. Modes: `fp32 NCHW` is today's path (no folding); the others fold
-   BatchNorm first; `default` is what `load_pretrained` + `denoise_image` now do (BatchNorm folded, channels_last,
-   precision 'auto').
+   and the share of the ceiling in each mode, timed round robin over the modes. Modes: `fp32 NCHW` is today's path;
+   the precision / memory-format modes leave BatchNorm in; `default` is what `load_pretrained` + `denoise_image` now
+   do (BatchNorm folded, channels_last, precision 'auto').
 3. Training: iterations/s of `gradnet-train` (BasicSR's loop, GradNetModel) and of a bare PyTorch loop, fp32 NCHW and
    bf16 + channels_last, paper size (batch 8 of 64x64) and the CPU preset (32 features, 2 x 2; batch 16 of 48x48):
    benchmarks/bench_training.py's runs.
 4. A 12-megapixel photo (4000x3000, synthetic) through `gradnet-denoise` with its defaults, in a fresh process: wall
    time and peak resident memory.
-5. With `--psnr-set`: mean PSNR of the shipped models on a test set (AWGN sigma 25, seed 0 per image, as
+5. With `--psnr-set MODEL=DIR`: mean PSNR of a shipped model on a test set (AWGN sigma 25, seed 0 per image, as
    gradnet-benchmark) in fp32 NCHW and each reduced precision (fp16 emulated on a CPU with AVX512-FP16, as a proxy
    for its numerics on older GPUs), and the difference: the evidence for precision 'auto'.
 """
 import argparse
+import functools
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 PAPER = {'num_in_ch': 3, 'num_feat': 64, 'num_modules': 4, 'num_units': 4}
-PROBE = 256  # side of the timed and FLOP-counted image
+PROBE = 256  # side of the conv probe and of the paper-size / RIDNet comparison image (the issue's comparison)
+PHOTO_TILE = 512  # the shipped models are timed on one 512x512 image: gradnet-denoise's default tile, photo-sized
 
 
 def log(message):
@@ -117,26 +119,26 @@ def ridnet():
 
 
 def models():
-    """[(label, factory of a fresh unfolded NCHW fp32 net, channels)] of the compared networks."""
+    """[(label, factory of a fresh unfolded NCHW fp32 net, channels, side of the timed image)]."""
     from gradnet_arch.pretrained import list_pretrained, load_pretrained
 
-    rows = [('GradNet paper size (two stages)', paper_gradnet, 3), ('BasicSR RIDNet (stock)', ridnet, 3)]
+    rows = [('GradNet paper size (two stages)', paper_gradnet, 3, PROBE), ('BasicSR RIDNet (stock)', ridnet, 3, PROBE)]
     for name in sorted(list_pretrained()):
 
         def load(name=name):
             return load_pretrained(name, fold_batchnorm=False, channels_last=False)
 
-        rows.append((f'shipped {name}', load, load().num_in_ch))
+        rows.append((f'shipped {name}', load, load().num_in_ch, PHOTO_TILE))
     return rows
 
 
-def gflop_per_image(net, channels, device):
+def gflop_per_image(net, channels, device, side):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        net(torch.rand(1, channels, PROBE, PROBE, device=device))
+        net(torch.rand(1, channels, side, side, device=device))
     return counter.get_total_flops() / 1e9
 
 
@@ -145,64 +147,87 @@ def inference(device, repeats, ceilings):
     import torch
 
     from gradnet_arch.archs.bn_folding import fold_batchnorm
-    from gradnet_arch.precision import auto_precision, autocast, to_memory_format
+    from gradnet_arch.precision import auto_precision, to_memory_format
 
     auto = auto_precision(device)
+    default = f'default ({auto}, channels_last, BN folded)'
+    plan = [(mode, precision, channels_last, False) for mode, precision, channels_last in modes(device)]
+    plan.append((default, auto, True, True))
     rows = []
-    for label, factory, channels in models():
-        base = factory().to(device)
-        gflop = gflop_per_image(base, channels, device)
-        x = torch.rand(1, channels, PROBE, PROBE, device=device)
-        timings = {}
-        for mode, precision, channels_last in modes(device) + [(f'default ({auto}, channels_last)', auto, True)]:
-            net = base if mode == 'fp32 NCHW' else factory().to(device)
-            if mode != 'fp32 NCHW':
+    for label, factory, channels, side in models():
+        x = torch.rand(1, channels, side, side, device=device)
+        runs = {}
+        for mode, precision, channels_last, fold in plan:
+            net = factory().to(device)
+            if fold:
                 fold_batchnorm(net)
             net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-            inp = to_memory_format(x, channels_last)
-
-            def run():
-                with torch.inference_mode(), autocast(precision, device):
-                    net(inp)
-
-            seconds = median_time(run, repeats, device)
-            ceiling_mode = 'bf16 channels_last' if mode.startswith('default') and precision == 'bf16' else mode
-            if mode.startswith('default') and precision == 'fp32':
-                ceiling_mode = 'fp32 channels_last'
-            if mode.startswith('default') and precision == 'fp16':
-                ceiling_mode = 'fp16 channels_last'
+            runs[mode] = _forward(net, to_memory_format(x, channels_last), precision, device)
+        gflop = gflop_per_image(factory().to(device), channels, device, side)
+        # round robin over the modes, so that drifts of the machine's speed spread over all of them alike
+        seconds = {mode: [] for mode in runs}
+        for fn in runs.values():
+            fn()
+            fn()
+        for _ in range(repeats):
+            for mode, fn in runs.items():
+                seconds[mode].append(median_time(fn, 1, device, warmup=0))
+        timings = {}
+        for mode, precision, _, _ in plan:
+            median = statistics.median(seconds[mode])
+            ceiling_mode = mode if mode != default else f'{precision} channels_last'
             timings[mode] = {
-                'seconds': seconds,
-                's_per_mp': seconds / (PROBE * PROBE / 1e6),
-                'share_of_ceiling': gflop / seconds / ceilings[ceiling_mode]
+                'seconds': median,
+                's_per_mp': median / (side * side / 1e6),
+                'share_of_ceiling': gflop / median / ceilings[ceiling_mode]
             }
-            log(f'{label} / {mode}: {seconds:.3f} s per {PROBE}x{PROBE}')
-        rows.append({'model': label, 'gflop_per_image': gflop, 'modes': timings})
+            log(f'{label} / {mode}: {median:.3f} s per {side}x{side} ({", ".join(f"{t:.3f}" for t in seconds[mode])})')
+        rows.append({'model': label, 'side': side, 'gflop_per_image': gflop, 'modes': timings})
     return rows
 
 
+def _forward(net, inp, precision, device):
+    import torch
+
+    from gradnet_arch.precision import autocast
+
+    def run():
+        with torch.inference_mode(), autocast(precision, device):
+            net(inp)
+
+    return run
+
+
 def training(device, repeats):
-    """Rows of section 3 (benchmarks/bench_training.py's runs)."""
+    """Rows of section 3 (benchmarks/bench_training.py's runs, each in a fresh process), round robin over the four
+    (precision, loop) cases of a preset so that drifts of the machine's speed spread over all of them alike."""
     import bench_training
 
     rows = []
-    plan = (('paper', 13, 3), ('demo', 40, 10))  # (preset, iterations, warm-up iterations)
+    plan = (('paper', 25, 5), ('demo', 70, 10))  # (preset, iterations, warm-up iterations)
+    loops = {'bare': bench_training.bare_run, 'basicsr': functools.partial(bench_training.basicsr_run, procs=1)}
     with tempfile.TemporaryDirectory() as root:
         folder = bench_training.write_images(os.path.join(root, 'images'))
         for preset, iters, warmup in plan:
             stage1 = bench_training.stage1_checkpoint(root, preset)
+            runs = {(amp, loop): [] for amp in (False, 'bf16') for loop in loops}
+            for _ in range(repeats):
+                for (amp, loop), speeds in runs.items():
+                    kwargs = dict(preset=preset, amp=amp, warmup=warmup)
+                    if loop == 'basicsr':
+                        kwargs['root'] = root
+                    speeds.append(loops[loop](folder=folder, stage1=stage1, iters=iters, device=device.type, **kwargs))
+            for (amp, loop), speeds in runs.items():
+                log(f'training {preset} amp={amp} {loop}: {", ".join(f"{r:.3f}" for r in speeds)} it/s')
             for amp in (False, 'bf16'):
-                kwargs = dict(preset=preset, amp=amp, warmup=warmup)
-                speeds = {}
-                loops = {
-                    'bare': lambda: bench_training.bare_run(folder, stage1, iters, device.type, **kwargs),
-                    'basicsr': lambda: bench_training.basicsr_run(root, folder, stage1, 1, iters, device.type, **kwargs)
-                }
-                for loop, fn in loops.items():
-                    runs = [fn() for _ in range(repeats)]
-                    speeds[loop] = statistics.median(runs)
-                    log(f'training {preset} amp={amp} {loop}: {", ".join(f"{r:.3f}" for r in runs)} it/s')
-                rows.append({'preset': preset, 'amp': amp or 'fp32', **speeds})
+                rows.append({
+                    'preset': preset,
+                    'amp': amp or 'fp32',
+                    **{
+                        loop: statistics.median(runs[(amp, loop)])
+                        for loop in loops
+                    }
+                })
     return rows
 
 
@@ -220,16 +245,17 @@ def photo(device):
         cmd = [sys.executable, '-m', 'gradnet_arch.denoise', src, '-o', os.path.join(root, 'out'), '--quiet']
         if device.type == 'cuda':
             cmd += ['--device', 'cuda']
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        wall = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {'megapixels': 12.0, 'wall_s': wall, 'peak_rss_mib': max(peak, before) / 1024.}
+        # a fresh parent for the command: RUSAGE_CHILDREN then covers this command alone, not the earlier runs
+        wrapper = ('import resource, subprocess, sys, time; start = time.perf_counter(); '
+                   'subprocess.run(sys.argv[1:], check=True, capture_output=True); '
+                   'print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)')
+        out = subprocess.run([sys.executable, '-c', wrapper] + cmd, check=True, capture_output=True, text=True).stdout
+        wall, peak_kib = (float(v) for v in out.split())
+    return {'megapixels': 12.0, 'wall_s': wall, 'peak_rss_mib': peak_kib / 1024.}
 
 
 def psnr_rows(sets, device):
-    """Section 5: mean PSNR of the shipped models per precision on each `NAME=DIR` set."""
+    """Section 5: mean PSNR per precision of each `MODEL=DIR` pair (a shipped model on a folder of clean images)."""
     import numpy as np
     from basicsr.metrics import calculate_psnr
 
@@ -242,32 +268,34 @@ def psnr_rows(sets, device):
         precisions.append('fp16')
     rows = []
     for spec in sets:
-        set_name, folder = spec.split('=', 1)
-        for name in sorted(list_pretrained()):
-            reference = load_pretrained(name, device=device, fold_batchnorm=False, channels_last=False)
-            fast = load_pretrained(name, device=device)
-            color = 'rgb' if reference.num_in_ch == 3 else 'gray'
-            dataset = GaussianNoiseDataset({
-                'name': set_name,
-                'dataroot_gt': folder,
-                'io_backend': {
-                    'type': 'disk'
-                },
-                'color': color,
-                'sigma': 25,
-                'noise_seed': 0,
-                'phase': 'val'
-            })
-            scores = {p: [] for p in ['fp32 NCHW'] + precisions}
-            for item in dataset:
-                gt = _to_uint8(item['gt'].numpy().transpose(1, 2, 0))
-                for label in scores:
-                    net, precision = (reference, 'fp32') if label == 'fp32 NCHW' else (fast, label)
-                    out = _whole_image(net, item['lq'], precision, label != 'fp32 NCHW', device)
-                    scores[label].append(calculate_psnr(_to_uint8(out), gt, crop_border=0))
-            means = {label: float(np.mean(values)) for label, values in scores.items()}
-            rows.append({'set': set_name, 'images': len(dataset), 'model': name, 'psnr': means})
-            log(f'PSNR {set_name} {name}: {means}')
+        name, folder = spec.split('=', 1)
+        if name not in list_pretrained():
+            raise SystemExit(f'--psnr-set {spec}: {name} is not a shipped model ({", ".join(list_pretrained())})')
+        set_name = os.path.basename(os.path.normpath(folder))
+        reference = load_pretrained(name, device=device, fold_batchnorm=False, channels_last=False)
+        fast = load_pretrained(name, device=device)
+        color = 'rgb' if reference.num_in_ch == 3 else 'gray'
+        dataset = GaussianNoiseDataset({
+            'name': set_name,
+            'dataroot_gt': folder,
+            'io_backend': {
+                'type': 'disk'
+            },
+            'color': color,
+            'sigma': 25,
+            'noise_seed': 0,
+            'phase': 'val'
+        })
+        scores = {p: [] for p in ['fp32 NCHW'] + precisions}
+        for item in dataset:
+            gt = _to_uint8(item['gt'].numpy().transpose(1, 2, 0))
+            for label in scores:
+                net, precision = (reference, 'fp32') if label == 'fp32 NCHW' else (fast, label)
+                out = _whole_image(net, item['lq'], precision, label != 'fp32 NCHW', device)
+                scores[label].append(calculate_psnr(_to_uint8(out), gt, crop_border=0))
+        means = {label: float(np.mean(values)) for label, values in scores.items()}
+        rows.append({'set': set_name, 'images': len(dataset), 'model': name, 'psnr': means})
+        log(f'PSNR {set_name} {name}: {means}')
     return rows
 
 
@@ -314,7 +342,8 @@ def main():
     parser.add_argument('--train-repeats', type=int, default=3)
     parser.add_argument('--skip-training', action='store_true')
     parser.add_argument('--skip-photo', action='store_true')
-    parser.add_argument('--psnr-set', action='append', default=[], metavar='NAME=DIR')
+    parser.add_argument(
+        '--psnr-set', action='append', default=[], metavar='MODEL=DIR', help='a shipped model and a clean test set')
     parser.add_argument('--json', help='also write every figure to this JSON file')
     args = parser.parse_args()
     import torch
@@ -348,11 +377,13 @@ def print_tables(report):
     for mode, value in report['ceiling'].items():
         print(f'| {mode} | {value:.0f} |')
     mode_names = list(report['inference'][0]['modes'])
-    print(f'\nInference, one {PROBE}x{PROBE} image: s per megapixel (share of the ceiling of that mode)\n')
-    print('| model | GFLOP / image | ' + ' | '.join(mode_names) + ' |\n|---|---:|' + '---:|' * len(mode_names))
+    print('\nInference, one image: s per megapixel (share of the ceiling of that mode)\n')
+    print('| model | image | GFLOP / image | ' + ' | '.join(mode_names) + ' |\n|---|---|---:|' +
+          '---:|' * len(mode_names))
     for row in report['inference']:
         cells = [f'{m["s_per_mp"]:.2f} ({100 * m["share_of_ceiling"]:.0f}%)' for m in row['modes'].values()]
-        print(f'| {row["model"]} | {row["gflop_per_image"]:.1f} | ' + ' | '.join(cells) + ' |')
+        print(f'| {row["model"]} | {row["side"]}x{row["side"]} | {row["gflop_per_image"]:.1f} | ' + ' | '.join(cells) +
+              ' |')
     by_model = {row['model']: row['modes'] for row in report['inference']}
     default = mode_names[-1]
     ridnet_fp32 = by_model['BasicSR RIDNet (stock)']['fp32 NCHW']['seconds']

@@ -159,6 +159,19 @@ def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=F
 
 
 def bare_run(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP):
+    """iterations/s of the bare loop (`bare_loop`), in a fresh process like `gradnet-train`'s, so both start alike."""
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__), '--bare-worker', folder, stage1, '--iters',
+        str(iters), '--device', device, '--preset', preset, '--amp',
+        str(amp).lower(), '--warmup',
+        str(warmup)
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP):
     """The same net, data, losses and optimizer in a plain PyTorch loop (no BasicSR model, logger or prefetcher)."""
     import torch
     from basicsr.archs import build_network
@@ -207,11 +220,16 @@ def main():
     parser.add_argument('--iters', type=int, default=60)
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--warmup', type=int, default=WARMUP, help='iterations before the clock starts')
+    parser.add_argument('--bare-worker', nargs=2, metavar=('FOLDER', 'STAGE1'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
 
     amp = False if args.amp == 'false' else args.amp
-    kwargs = dict(preset=args.preset, amp=amp)
+    if args.bare_worker:  # one bare-loop run in this fresh process; prints its iterations/s
+        print(bare_loop(*args.bare_worker, args.iters, args.device, args.preset, amp, args.warmup))
+        return
+    kwargs = dict(preset=args.preset, amp=amp, warmup=args.warmup)
     rows = []
     with tempfile.TemporaryDirectory() as root:
         folder = write_images(os.path.join(root, 'images'))

@@ -227,15 +227,15 @@ def denoise_image(net,
         if capture is not None:
             capture.close()
 
+    if scale != 1.:
+        outs = (_quantise(outs[0], scale, img.dtype), ) + tuple(outs[1:])
     results = []
     for out in outs:
         out = out.numpy().transpose(1, 2, 0)
         if bgr and out.shape[2] == 3:
             out = out[..., ::-1]
         results.append(np.ascontiguousarray(out))
-    denoised = results[0]
-    if scale != 1.:
-        denoised = (np.clip(denoised, 0, 1) * scale).round().astype(img.dtype)
+    denoised = results[0].astype(img.dtype, copy=False)
     if alpha is not None:
         denoised = merge_alpha(denoised, alpha)
     elif img.ndim == 2:
@@ -244,6 +244,14 @@ def denoise_image(net,
         return denoised
     grad = results[1]
     return denoised, grad[..., 0] if grad.shape[2] == 1 else grad
+
+
+def _quantise(out, scale, dtype):
+    """Round a float (C, H, W) result in [0, 1] to `dtype`'s integers in place: a photo-sized float result gets no
+    float temporaries (what numpy's clip / multiply / round would each allocate)."""
+    with torch.inference_mode():  # the result may be an inference tensor, which only changes in place in this mode
+        out = out.clamp_(0, 1).mul_(scale).round_()
+        return out.to(torch.int32 if dtype == np.uint16 else torch.uint8)
 
 
 def output_paths(dest, save_gradient=False, side_by_side=False):

@@ -127,7 +127,7 @@ def tiled_apply(fn, img, tile=256, overlap=32, batch=1, device='cpu', multiple=1
     # every pixel is in some tile's positive-weight part (the dropped quarters never meet), checked to be sure
     if float(weight.min()) <= 0:
         raise RuntimeError(f'tiling left pixels without weight (tile {tile}, overlap {overlap}); please report this')
-    return tuple(total / weight for total in sums)
+    return tuple(total.div_(weight) for total in sums)  # in place: a photo-sized accumulator is not copied
 
 
 def _run(fn, tiles, device, multiple, channels_last=False):
