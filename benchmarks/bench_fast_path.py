@@ -389,8 +389,7 @@ def print_tables(report):
     ridnet_fp32 = by_model['BasicSR RIDNet (stock)']['fp32 NCHW']['seconds']
     paper = by_model['GradNet paper size (two stages)']
     print(f'\nPaper-size GradNet, {default}: {paper[default]["seconds"]:.3f} s per {PROBE}x{PROBE} vs stock RIDNet '
-          f'fp32 NCHW '
-          f'NCHW {ridnet_fp32:.3f} s: ratio {paper[default]["seconds"] / ridnet_fp32:.2f} (<= 1 is no slower).')
+          f'fp32 NCHW {ridnet_fp32:.3f} s: ratio {paper[default]["seconds"] / ridnet_fp32:.2f} (<= 1 is no slower).')
     for row in report['inference']:
         if row['model'].startswith('shipped'):
             speedup = row['modes']['fp32 NCHW']['seconds'] / row['modes'][default]['seconds']
