@@ -82,6 +82,16 @@ def resolve_precision(precision, device):
     return precision
 
 
+PRECISION_HELP = ('auto (bf16 where the device runs it natively, else fp16 on a GPU or fp32 on a CPU), fp32, bf16 '
+                  '(torch.autocast, CPU or CUDA) or fp16 (CUDA only); outputs are float32 either way (default auto)')
+
+
+def add_precision_argument(parser, what='the network'):
+    """The `--precision auto|fp32|bf16|fp16` option of the command-line tools, resolved with `resolve_precision`."""
+    parser.add_argument(
+        '--precision', choices=('auto', ) + PRECISIONS, default='auto', help=f'precision of {what}: {PRECISION_HELP}')
+
+
 # BasicSR option `amp` -> precision
 AMP_OPTIONS = {'bf16': 'bf16', 'fp16': 'fp16', False: 'fp32', None: 'fp32'}
 

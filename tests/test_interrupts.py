@@ -40,6 +40,10 @@ def group_members(pgid):
     return members
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(args, ready):
     """Start `python args...` in its own process group, send SIGINT to the group once `ready(pid)` holds.
 
@@ -52,6 +56,9 @@ def interrupt(args, ready):
         cwd=REPO,
         env=env,
         start_new_session=True,
+        # a shell's background jobs (and so a test run started with `&`) inherit SIGINT ignored, and Python keeps an
+        # ignored SIGINT ignored: give the command the terminal's default, as a user's Ctrl-C meets it
+        preexec_fn=_default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True)

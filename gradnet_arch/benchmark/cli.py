@@ -34,7 +34,7 @@ from gradnet_arch.benchmark.testsets import build_cases, tensor_sha256
 from gradnet_arch.cli import user_errors
 from gradnet_arch.errors import DataError, OptionError
 from gradnet_arch.metrics.region_psnr import calculate_psnr_region, texture_mask
-from gradnet_arch.precision import PRECISIONS, resolve_precision
+from gradnet_arch.precision import add_precision_argument, resolve_precision
 
 _CHANNEL_COLOR = {1: 'gray', 3: 'rgb'}
 
@@ -111,13 +111,7 @@ def build_parser():
         help='tiled inference with this tile side (blended tiles, gradnet_arch.denoise); default: whole images, as '
         'BasicSR validates')
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap of the tiles (default 32)')
-    parser.add_argument(
-        '--precision',
-        choices=('auto', ) + PRECISIONS,
-        default='auto',
-        help='numeric precision of the networks: auto (bf16 where the device runs it natively, else fp16 on a GPU or '
-        'fp32 on a CPU), fp32, bf16 (torch.autocast, CPU or CUDA) or fp16 (CUDA only); scores are always computed '
-        'from float32 outputs (default auto)')
+    add_precision_argument(parser, 'the networks (scores are always computed from float32 outputs)')
     parser.add_argument('--csv', default=None, metavar='FILE', help='write the results table as CSV')
     parser.add_argument('--json', default=None, metavar='FILE', help='write results, per-image values and settings')
     parser.add_argument('--plot', default=None, metavar='FILE.png', help='plot PSNR vs time per megapixel')

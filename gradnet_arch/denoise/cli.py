@@ -11,7 +11,7 @@ from gradnet_arch.denoise.runner import (DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_
                                          gradient_module, net_channels, output_paths, resolve_device)
 from gradnet_arch.denoise.tiling import check_tiling
 from gradnet_arch.errors import MissingFileError, OptionError, OutputExistsError, UserError
-from gradnet_arch.precision import PRECISIONS, resolve_precision
+from gradnet_arch.precision import add_precision_argument, resolve_precision
 
 DEFAULT_MODEL = 'gradnet_color_sigma25'
 
@@ -96,12 +96,7 @@ def build_parser():
         type=int,
         default=DEFAULT_TILE_BATCH,
         help=f'tiles per forward pass (default {DEFAULT_TILE_BATCH})')
-    parser.add_argument(
-        '--precision',
-        choices=('auto', ) + PRECISIONS,
-        default='auto',
-        help='auto (bf16 where the device runs it natively, else fp16 on a GPU or fp32 on a CPU), fp32, bf16 (CPU or '
-        'CUDA, torch.autocast) or fp16 (CUDA only) (default auto)')
+    add_precision_argument(parser)
     parser.add_argument('--device', help='cpu, cuda or cuda:N (default: cuda if available, else cpu)')
     parser.add_argument(
         '--save-gradient',

@@ -14,7 +14,7 @@ import warnings
 
 from gradnet_arch.cli import user_errors
 from gradnet_arch.errors import OptionError
-from gradnet_arch.precision import PRECISIONS
+from gradnet_arch.precision import add_precision_argument
 
 _EPILOG = ('MODEL is a shipped model name, a checkpoint (.pth/.safetensors) with embedded network options (or give '
            'them with --network-opt), or a BasicSR option YAML (its network_g and path.pretrain_network_g). '
@@ -35,12 +35,7 @@ def _add_source(parser, inputs_help):
         'several runs')
     parser.add_argument(
         '--device', default='auto', help='where the model runs: auto (cuda if available), cpu, cuda, cuda:N')
-    parser.add_argument(
-        '--precision',
-        choices=('auto', ) + PRECISIONS,
-        default='auto',
-        help='numeric precision of the model: auto (bf16 where the device runs it natively, else fp16 on a GPU or '
-        'fp32 on a CPU), fp32, bf16 (torch.autocast) or fp16 (CUDA only) (default auto)')
+    add_precision_argument(parser, 'the model')
     parser.add_argument(
         '--network-opt',
         metavar='YAML',
