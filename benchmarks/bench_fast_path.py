@@ -306,17 +306,10 @@ def _to_uint8(img):
 
 
 def _cpu_fp16():
+    """True where oneDNN runs fp16 on this CPU (AVX512-FP16 / AMX-FP16): only then is fp16 measured on the CPU."""
     import torch
 
-    return bool(getattr(torch.cpu, '_is_amx_fp16_supported', lambda: False)()) or 'avx512_fp16' in _cpu_flags()
-
-
-def _cpu_flags():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return f.read()
-    except OSError:
-        return ''
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_fp16_supported())
 
 
 def _whole_image(net, lq, precision, channels_last, device):

@@ -7,6 +7,7 @@ import numpy as np
 import os
 import pytest
 import struct
+import tiny_options
 import torch
 import zlib
 from conftest import REPO, run_python, synthetic_image, write_images
@@ -22,12 +23,7 @@ TINY = {'num_feat': 8, 'num_modules': 1, 'num_units': 1}
 
 
 def gradnet_options(channels):
-    return dict(
-        TINY,
-        type='GradNet',
-        num_in_ch=channels,
-        global_residual=True,
-        predenoiser=dict(TINY, type='MSKResNet', num_in_ch=channels))
+    return tiny_options.gradnet_options(channels, TINY)
 
 
 def save_tiny(path, opt, seed):

@@ -12,7 +12,8 @@ import sys
 import time
 import torch
 from conftest import run_python, write_images
-from tiny_options import gradnet_network, make_test_options, make_train_options, stage1_network, write_yaml
+from tiny_options import (gradnet_network, make_test_options, make_train_options, stage1_checkpoint, stage1_network,
+                          write_yaml)
 
 from gradnet_arch.precision import cpu_has_native_bf16
 
@@ -64,14 +65,10 @@ def data(tmp_path_factory):
 @pytest.fixture(scope='module')
 def gradnet_checkpoint(tmp_path_factory):
     """A GradNet checkpoint with non-trivial BatchNorm statistics, and its network options."""
-    from gradnet_arch import GradNet, MSKResNet
+    from gradnet_arch import GradNet
 
     root = tmp_path_factory.mktemp('ckpt')
-    torch.manual_seed(0)
-    stage1 = MSKResNet(**{k: v for k, v in stage1_network().items() if k != 'type'}).train()
-    stage1(torch.rand(4, 3, 24, 24))
-    torch.save({'params': stage1.state_dict()}, root / 'stage1.pth')
-    network = gradnet_network(str(root / 'stage1.pth'))
+    network = gradnet_network(stage1_checkpoint(root / 'stage1.pth', seed=0))
     net = GradNet(**{k: v for k, v in network.items() if k != 'type'}).train()
     net(torch.rand(4, 3, 24, 24))
     torch.save({'params': net.state_dict()}, root / 'gradnet.pth')

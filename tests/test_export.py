@@ -141,8 +141,14 @@ def test_cli_formats_and_errors(tmp_path, capsys):
     from gradnet_arch.export.cli import main
 
     capsys.readouterr()
-    for argv, message in ((args, 'exists'), (['gradnet_gray_sigma25', '-o',
-                                              str(tmp_path / 'x.bin')], 'Cannot tell the format')):
+    (tmp_path / 'a_file').write_text('not a folder')
+    (tmp_path / 'torn.pth').write_bytes(b'garbage')
+    cases = ((args, 'exists'), (['gradnet_gray_sigma25', '-o', str(tmp_path / 'x.bin')], 'Cannot tell the format'),
+             (['no_such_model', '-o', str(tmp_path / 'y.safetensors')],
+              'neither a shipped model'), (['gradnet_gray_sigma25', '-o',
+                                            str(tmp_path / 'a_file' / 'z.safetensors')], 'is a file, not a folder'),
+             ([str(tmp_path / 'torn.pth'), '-o', str(tmp_path / 'w.safetensors')], 'corrupt'))
+    for argv, message in cases:
         with pytest.raises(SystemExit) as info:
             main(argv)
         err = capsys.readouterr().err

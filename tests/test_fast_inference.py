@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 import sys
+import tiny_options
 import torch
 from basicsr.archs import build_network
 from conftest import synthetic_image, write_images
@@ -39,12 +40,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a C
 
 
 def gradnet_opt(channels):
-    return dict(
-        TINY,
-        type='GradNet',
-        num_in_ch=channels,
-        global_residual=True,
-        predenoiser=dict(TINY, type='MSKResNet', num_in_ch=channels))
+    return tiny_options.gradnet_options(channels, TINY)
 
 
 def with_bn_statistics(net, seed):

@@ -11,7 +11,7 @@ import re
 import sys
 import torch
 from conftest import run_python
-from tiny_options import gradnet_network, make_test_options, make_train_options, stage1_network, write_yaml
+from tiny_options import gradnet_network, make_test_options, make_train_options, stage1_checkpoint, write_yaml
 
 from gradnet_arch.precision import amp_precision, cpu_has_native_bf16
 
@@ -38,15 +38,7 @@ def _train(work, opt, *flags):
 @pytest.fixture(scope='module')
 def stage1(tmp_path_factory):
     """A stage-1 checkpoint with non-trivial BatchNorm statistics."""
-    from gradnet_arch import MSKResNet
-
-    root = tmp_path_factory.mktemp('stage1')
-    torch.manual_seed(0)
-    net = MSKResNet(**{k: v for k, v in stage1_network().items() if k != 'type'}).train()
-    net(torch.rand(4, 3, 24, 24))
-    path = str(root / 'stage1.pth')
-    torch.save({'params': net.state_dict()}, path)
-    return path
+    return stage1_checkpoint(tmp_path_factory.mktemp('stage1') / 'stage1.pth')
 
 
 def _options(name, dirs, stage1, amp, channels_last, **kwargs):

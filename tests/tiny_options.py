@@ -156,6 +156,27 @@ def stage1_network():
     return dict(TINY_NET, type='MSKResNet')
 
 
+def gradnet_options(channels, size, stage1_checkpoint=None):
+    """A GradNet option dict with `size` (num_feat / num_modules / num_units) and a pre-denoiser of the same size."""
+    predenoiser = dict(size, type='MSKResNet', num_in_ch=channels)
+    if stage1_checkpoint is not None:
+        predenoiser['pretrained'] = stage1_checkpoint
+    return dict(size, type='GradNet', num_in_ch=channels, global_residual=True, predenoiser=predenoiser)
+
+
+def stage1_checkpoint(path, seed=0):
+    """Write a tiny stage-1 MSKResNet checkpoint (`params`) whose BatchNorm statistics are not the initial ones."""
+    import torch
+
+    from gradnet_arch import MSKResNet
+
+    torch.manual_seed(seed)
+    net = MSKResNet(**{k: v for k, v in stage1_network().items() if k != 'type'}).train()
+    net(torch.rand(4, 3, 24, 24))
+    torch.save({'params': net.state_dict()}, path)
+    return str(path)
+
+
 def gradnet_network(stage1_checkpoint, **extra):
     return dict(
         TINY_NET,

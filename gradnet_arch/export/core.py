@@ -1,7 +1,7 @@
 """`export`: the format from OUT's name, an existing output refused unless `overwrite`, then the format's writer."""
 import os
 
-from gradnet_arch.atomic_io import check_new_file
+from gradnet_arch.atomic_io import check_new_file, check_writable_folder
 from gradnet_arch.errors import OptionError, OutputError
 from gradnet_arch.export import writers
 from gradnet_arch.export.source import Source
@@ -46,6 +46,7 @@ def export(model, out, network_opt=None, param_key=None, opset=writers.DEFAULT_O
             check_new_file(os.path.join(out, name), overwrite)
     else:
         check_new_file(out, overwrite)
+    check_writable_folder(os.path.dirname(os.path.abspath(out)))  # before loading and exporting the model
     source = model if isinstance(model, Source) else Source(model, network_opt=network_opt, param_key=param_key)
     if kind == 'onnx':
         check = writers.write_onnx(source, out, opset=opset, overwrite=overwrite)

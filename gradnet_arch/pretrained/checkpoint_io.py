@@ -11,7 +11,7 @@ import pickle
 import torch
 import warnings
 
-from gradnet_arch.atomic_io import atomic_open
+from gradnet_arch.atomic_io import atomic_open, make_folder
 from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError, UnsafeFileError
 from gradnet_arch.pretrained.safetensors_io import read_safetensors, write_safetensors
 from gradnet_arch.safe_load import load_error_reason, refused_global
@@ -56,8 +56,7 @@ def save_checkpoint(path, params, params_ema=None, network_opt=None, meta=None):
             raise OptionError(f'{key} must be a non-empty dict of tensors (a state_dict()).')
     if params is None and params_ema is None:
         raise OptionError('save_checkpoint needs params, params_ema or both.')
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    make_folder(os.path.dirname(os.path.abspath(path)))  # OutputError, not a traceback, for a file in the way
     if is_safetensors(path):
         param_key = 'params_ema' if params_ema is not None else 'params'
         metadata = {'format': 'pt', 'param_key': param_key, 'meta': json.dumps(meta)}
