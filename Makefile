@@ -24,8 +24,8 @@ test: install
 lint: install
 	$(PY) -m flake8 .
 	$(PY) -m isort --check-only --diff .
-	$(PY) -m yapf --diff --recursive --exclude '$(VENV)/*' --exclude 'build/*' gradnet_arch losses tests benchmarks scripts setup.py gradnet_basicsr_autoload.py hubconf.py
+	$(PY) -m yapf --diff --recursive --exclude '$(VENV)/*' --exclude 'build/*' gradnet_arch losses tests speed scripts setup.py gradnet_basicsr_autoload.py hubconf.py
 
 format: install
 	$(PY) -m isort .
-	$(PY) -m yapf --in-place --recursive gradnet_arch losses tests benchmarks scripts setup.py gradnet_basicsr_autoload.py hubconf.py
+	$(PY) -m yapf --in-place --recursive gradnet_arch losses tests speed scripts setup.py gradnet_basicsr_autoload.py hubconf.py

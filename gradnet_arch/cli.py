@@ -1,31 +1,10 @@
 """Shared runner of the command-line entry points: BasicSR's pipeline, CPU-friendly, with readable errors."""
-import contextlib
 import os
 import sys
 
 from gradnet_arch.compat import pipeline_fixes
-from gradnet_arch.errors import UserError
+from gradnet_arch.errors import user_errors
 from gradnet_arch.option_check import check_option_file, safe_option_loading
-
-
-@contextlib.contextmanager
-def user_errors(leading_newline=True, interrupt_message=None):
-    """End the process with exit status 2 and the message alone (no traceback) on a UserError.
-
-    Args:
-        leading_newline (bool): Start the message on a fresh line (after a progress bar or a log line).
-        interrupt_message (str | None): Printed, with exit status 130, on Ctrl-C; None lets KeyboardInterrupt through.
-    """
-    try:
-        yield
-    except UserError as error:
-        print(f'{chr(10) if leading_newline else ""}Error: {error}', file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        if interrupt_message is None:
-            raise
-        print(interrupt_message, file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
 
 
 def run_pipeline(pipeline, argv=None, is_train=None):

@@ -1,19 +1,22 @@
 """Small, scoped fixes around BasicSR's own train/test pipelines.
 
-Inside `gradnet_arch.train` / `gradnet_arch.test`, three module attributes of BasicSR are swapped for the duration
-of the run (BasicSR's files are never changed):
+Inside `gradnet_arch.train` / `gradnet_arch.test` (`pipeline_fixes`), three module attributes of BasicSR are swapped
+for the duration of the run and restored afterwards (BasicSR's files are never changed):
 
 - `basicsr.train.load_resume_state` maps the resume state to `torch.cuda.current_device()`, which fails without
   CUDA, finds auto-resume states under `./experiments` even when `path.experiments_root` says otherwise, stops on
   the first unreadable state and on any file in training_states/ not named `<number>.state`.
 - `basicsr.train.create_train_val_dataloader` gets exactly resumable, per-sample seeded training data
-  (see resumable_data.py).
+  (see resumable_data.py). The resume point goes from the first function to the second through `PipelineRun`.
 - `basicsr.utils.options.init_dist` always initialises NCCL and calls `torch.cuda.set_device`; without CUDA the
   process group is created with gloo instead.
 
-The last one is also installed when the plugin is imported on a machine without CUDA
-(`install_cpu_dist_fallback`), so upstream's own `basicsr/train.py --launcher pytorch` runs on gloo there; on CUDA
-machines nothing is swapped outside the entry points.
+Importing the plugin changes nothing in BasicSR, with one exception: a process whose main program is BasicSR's own
+`basicsr/train.py` or `basicsr/test.py`, on a machine without CUDA, gets the gloo `init_dist`
+(`install_upstream_script_fixes`), so upstream's `--launcher pytorch` runs there. Its `parse_options` initialises
+the process group before anything of the plugin runs, so this cannot wait for the model.
+
+tests/unit/glue/test_compat.py checks that the swapped BasicSR functions still look as these replacements expect.
 """
 import atexit
 import collections
@@ -28,6 +31,7 @@ from gradnet_arch.errors import BadFileError, MissingFileError, OptionError, Uns
 from gradnet_arch.safe_load import safe_torch_load
 
 _STATE_NAME = re.compile(r'(\d+)\.state')
+_UPSTREAM_MODULES = {'basicsr.train', 'basicsr.test'}
 
 
 def load_resume_state(opt):
@@ -61,7 +65,6 @@ def load_resume_state(opt):
     else:
         return None
     check_resume(opt, resume_state['iter'])
-    opt['_resume_iter'], opt['_resume_epoch'] = resume_state['iter'], resume_state['epoch']
     return resume_state
 
 
@@ -149,30 +152,103 @@ def _destroy_process_group():
         dist.destroy_process_group()
 
 
+class PipelineRun:
+    """The swapped functions of one train pipeline run, sharing what the resume loader found.
+
+    BasicSR's `train_pipeline` calls `load_resume_state(opt)` and then `create_train_val_dataloader(opt, logger)`;
+    the point to resume from (the state's iteration and epoch) goes from the first to the second through this
+    object.
+
+    Attributes:
+        resume (ResumePoint | None): Set by `load_resume_state`; None for a fresh run.
+    """
+
+    def __init__(self):
+        self.resume = None
+
+    def load_resume_state(self, opt):
+        """`load_resume_state(opt)` (above), remembering the resume point."""
+        from gradnet_arch.resumable_data import ResumePoint
+
+        state = load_resume_state(opt)
+        self.resume = None if state is None else ResumePoint(state['iter'], state['epoch'])
+        return state
+
+    def create_train_val_dataloader(self, opt, logger):
+        """resumable_data's `create_train_val_dataloader`, continuing from the remembered resume point."""
+        from gradnet_arch.resumable_data import create_train_val_dataloader
+
+        return create_train_val_dataloader(opt, logger, resume=self.resume)
+
+
 @contextlib.contextmanager
 def pipeline_fixes():
-    """Swap the BasicSR functions above in, restoring the originals afterwards."""
+    """Swap the BasicSR functions above in, restoring the originals afterwards.
+
+    Yields:
+        PipelineRun: The run whose functions are swapped in.
+    """
     import basicsr.train
     import basicsr.utils.options
 
-    from gradnet_arch.resumable_data import create_train_val_dataloader
-
-    swaps = [(basicsr.train, 'load_resume_state', load_resume_state),
-             (basicsr.train, 'create_train_val_dataloader', create_train_val_dataloader),
+    run = PipelineRun()
+    swaps = [(basicsr.train, 'load_resume_state', run.load_resume_state),
+             (basicsr.train, 'create_train_val_dataloader', run.create_train_val_dataloader),
              (basicsr.utils.options, 'init_dist', init_dist)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
     for module, name, new in swaps:
         setattr(module, name, new)
     try:
-        yield
+        yield run
     finally:
         for module, name, old in saved:
             setattr(module, name, old)
 
 
-def install_cpu_dist_fallback():
-    """On machines without CUDA, let upstream's parse_options initialise distributed runs with gloo."""
+def running_upstream_script():
+    """Whether this process's main program is BasicSR's own `train.py` / `test.py` (as a file, under torchrun, or
+    with `python -m basicsr.train`)."""
+    main = sys.modules.get('__main__')
+    spec = getattr(main, '__spec__', None)
+    if _UPSTREAM_MODULES & {getattr(spec, 'name', None), _main_module_from_argv()}:
+        return True
+    main_file = getattr(main, '__file__', None)
+    basicsr = sys.modules.get('basicsr')
+    if not main_file or basicsr is None or not getattr(basicsr, '__file__', None):
+        return False
+    folder = os.path.dirname(os.path.realpath(basicsr.__file__))
+    return os.path.realpath(main_file) in (os.path.join(folder, 'train.py'), os.path.join(folder, 'test.py'))
+
+
+def _main_module_from_argv():
+    """The module of `python [options] -m MODULE ...`, else None.
+
+    Needed because `-m basicsr.train` imports the `basicsr` package (and, through the autoload hook, the plugin)
+    before `__main__` is that module.
+    """
+    args = iter(getattr(sys, 'orig_argv', [])[1:])
+    for arg in args:
+        if arg == '-m':
+            return next(args, None)
+        if arg.startswith('-m'):
+            return arg[2:]
+        if arg in ('-X', '-W'):  # the interpreter options that take a separate value
+            next(args, None)
+        elif arg in ('-', '-c') or not arg.startswith('-'):  # stdin, a command or a script
+            return None
+    return None
+
+
+def install_upstream_script_fixes():
+    """In upstream's own `basicsr/train.py` / `test.py` on a machine without CUDA, let its parse_options initialise
+    distributed runs with gloo (for that process, which is that script). Anywhere else: nothing.
+
+    Returns:
+        bool: Whether `basicsr.utils.options.init_dist` was swapped.
+    """
+    if not running_upstream_script() or torch.cuda.is_available():
+        return False
     import basicsr.utils.options
 
-    if not torch.cuda.is_available():
-        basicsr.utils.options.init_dist = init_dist
+    basicsr.utils.options.init_dist = init_dist
+    return True

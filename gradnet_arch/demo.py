@@ -47,9 +47,9 @@ def evaluate(opt_files, amp=None):
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import tensor2img
 
-    from gradnet_arch.archs.predenoiser import load_state_dict
     from gradnet_arch.option_check import read_option_file
     from gradnet_arch.precision import amp_precision, autocast, to_memory_format
+    from gradnet_arch.pretrained import load_weights
 
     rows = []
     val_opt = None
@@ -58,7 +58,7 @@ def evaluate(opt_files, amp=None):
         val_opt = dict(opt['datasets']['val'], phase='val')
         net = build_network(opt['network_g'])
         path = os.path.join('experiments', opt['name'], 'models', 'net_g_latest.pth')
-        net.load_state_dict(load_state_dict(path, 'params'))
+        load_weights(net, path, 'params')
         precision, _ = amp_precision(opt.get('amp', False) if amp is None else amp, 'cpu')
         channels_last = opt.get('channels_last', False) and amp is not False
         net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

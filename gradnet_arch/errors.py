@@ -1,8 +1,11 @@
 """Exceptions for mistakes in options, data and checkpoints.
 
 Each is a subclass of the built-in type a Python user would expect (ValueError, FileNotFoundError, ...) and of
-`UserError`, which the command-line entry points print as a one-paragraph message instead of a traceback.
+`UserError`, which the command-line entry points print as a one-paragraph message instead of a traceback
+(`user_errors`, the context every command line runs in).
 """
+import contextlib
+import sys
 
 
 class UserError(Exception):
@@ -54,3 +57,23 @@ class OutputError(UserError, OSError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """An output already exists and may not be replaced (no --overwrite), even if it appeared after a check."""
+
+
+@contextlib.contextmanager
+def user_errors(leading_newline=True, interrupt_message=None):
+    """End the process with exit status 2 and the message alone (no traceback) on a UserError.
+
+    Args:
+        leading_newline (bool): Start the message on a fresh line (after a progress bar or a log line).
+        interrupt_message (str | None): Printed, with exit status 130, on Ctrl-C; None lets KeyboardInterrupt through.
+    """
+    try:
+        yield
+    except UserError as error:
+        print(f'{chr(10) if leading_newline else ""}Error: {error}', file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if interrupt_message is None:
+            raise
+        print(interrupt_message, file=sys.stderr, flush=True)
+        raise SystemExit(130) from None

@@ -942,7 +942,7 @@ def check_option_file(argv, is_train=None):
 def main(argv=None):
     """`python -m gradnet_arch.option_check FILE...`: check option files without running anything."""
     import gradnet_arch  # noqa: F401  (registers the plugin's classes, which the files name)
-    from gradnet_arch.cli import user_errors
+    from gradnet_arch.errors import user_errors
 
     parser = argparse.ArgumentParser(
         prog='python -m gradnet_arch.option_check',

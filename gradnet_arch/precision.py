@@ -4,7 +4,7 @@ training, validation and inference.
 Weights always stay float32; reduced precision means `torch.autocast` (convolutions and matrix products in bf16 or
 fp16, reductions in float32). On this project's CPU (AVX-512 with bf16) autocast only pays off together with
 channels_last (NHWC) tensors: oneDNN's fast bf16 convolutions are NHWC ones, and NCHW inputs are reordered on every
-call (benchmarks/bench_fast_path.py measures each combination).
+call (speed/bench_fast_path.py measures each combination).
 """
 import contextlib
 import platform

@@ -55,3 +55,32 @@ def reject_unknown_options(owner, unknown, signature_of):
         lines.append(f'  {key!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
     raise UnknownOptionError(f'Unknown option(s) for {owner}:\n' + '\n'.join(lines) +
                              f'\nValid options: {", ".join(valid)}.')
+
+
+# The weights layer (gradnet_arch.pretrained) installs the function that loads a checkpoint file into a network when
+# `gradnet_arch` is imported. Archs open no files and do not import that layer: a GradNet's builder asks this hook for
+# its pre-denoiser's stage-1 weights (dependency inversion, so BasicSR's build_network still returns a loaded net).
+_weights_loader = None
+
+
+def install_weights_loader(loader):
+    """Set the function `load_weights` calls: `loader(net, path, param_key=None, strict=True, what=..., hint=...)`."""
+    global _weights_loader
+    _weights_loader = loader
+
+
+def load_weights(net, path, **kwargs):
+    """Load the checkpoint `path` into `net` with the installed weights loader (gradnet_arch.pretrained.load_weights).
+
+    Args:
+        net (nn.Module): The network.
+        path (str): The checkpoint file.
+        **kwargs: `param_key`, `strict`, `what` and `hint`, as gradnet_arch.pretrained.load_weights takes them.
+
+    Returns:
+        str: The state-dict key that was loaded.
+    """
+    if _weights_loader is None:  # only when gradnet_arch.pretrained failed to import
+        raise RuntimeError('No weights loader is installed; import gradnet_arch (it installs gradnet_arch.pretrained'
+                           '.load_weights) before building a network that loads a checkpoint.')
+    return _weights_loader(net, path, **kwargs)

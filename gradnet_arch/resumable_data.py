@@ -5,6 +5,7 @@ re-seeded identically at every epoch, so a resumed run sees different data than 
 training sample gets a number (epoch, position in the rank's share) and its own seed derived from (manual_seed,
 rank, that number); the sampler can start an epoch part-way. Used by `gradnet-train` (not by upstream's script).
 """
+import dataclasses
 import math
 import numpy as np
 import random
@@ -84,11 +85,22 @@ class SeededSamples(data.Dataset):
         return self.dataset[index]
 
 
-def create_train_val_dataloader(opt, logger):
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues: the `iter` and `epoch` of the training state it resumes from."""
+    iteration: int
+    epoch: int
+
+
+def create_train_val_dataloader(opt, logger, resume=None):
     """BasicSR's `create_train_val_dataloader` with a SeededSamples / ResumableSampler training set.
 
-    If `opt['_resume_iter']` is set (by the resume loader), the sampler skips the part of the interrupted epoch that
-    was already trained on, so training continues with exactly the batches an uninterrupted run would see.
+    Args:
+        opt (dict): BasicSR's parsed options.
+        logger (logging.Logger): BasicSR's root logger.
+        resume (ResumePoint | None): The state being resumed (compat.PipelineRun passes what the resume loader
+            found): the sampler skips the part of the interrupted epoch that was already trained on, so training
+            continues with exactly the batches an uninterrupted run would see. None: a fresh run.
     """
     from basicsr.data import build_dataloader, build_dataset
 
@@ -113,14 +125,14 @@ def create_train_val_dataloader(opt, logger):
                                 f'dataset_enlarge_ratio.')
             total_iters = int(opt['train']['total_iter'])
             total_epochs = math.ceil(total_iters / iters_per_epoch)
-            if opt.get('_resume_iter'):
+            if resume is not None and resume.iteration:
                 # BasicSR resumes at the saved epoch's first batch; skip what that epoch already trained on.
-                done = opt['_resume_iter'] - opt['_resume_epoch'] * iters_per_epoch
+                done = resume.iteration - resume.epoch * iters_per_epoch
                 if not 0 <= done <= iters_per_epoch:  # a state from another loop / batch size: best effort
-                    logger.warning(f'Resume state (epoch {opt["_resume_epoch"]}, iter {opt["_resume_iter"]}) does '
-                                   f'not match {iters_per_epoch} iterations per epoch; data order will differ.')
-                    done = opt['_resume_iter'] % iters_per_epoch
-                train_sampler.skip_samples(opt['_resume_epoch'], done * train_loader.batch_size)
+                    logger.warning(f'Resume state (epoch {resume.epoch}, iter {resume.iteration}) does not match '
+                                   f'{iters_per_epoch} iterations per epoch; data order will differ.')
+                    done = resume.iteration % iters_per_epoch
+                train_sampler.skip_samples(resume.epoch, done * train_loader.batch_size)
             logger.info('Training statistics:'
                         f'\n\tNumber of train images: {len(train_set)}'
                         f'\n\tDataset enlarge ratio: {ratio}'

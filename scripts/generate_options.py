@@ -8,9 +8,16 @@ Every file uses BasicSR's own option keys, so it runs with `gradnet-train` / `gr
 in (the BasicSR root or this repository's root): data under `datasets/`, checkpoints under `experiments/<name>/models/`,
 test output under `results/<name>/`. docs/datasets.md says how each dataset is made.
 
-Edit the templates here, never the generated files: `--check` (run by tests/test_option_files.py) fails when a
+Edit the templates here, never the generated files: `--check` (run by tests/unit/glue/test_option_files.py) fails when a
 generated file was edited by hand or is out of date. The two demo files (options/demo/) are hand-written and are left
 alone. Only PyYAML is needed (no torch, no BasicSR).
+
+The text is PyYAML's (`yaml.dump` with OptionDumper: BasicSR's `!!float 1e-3`, flow-style lists, `~`), but the files
+also carry comments, which say why a value is what it is, and PyYAML cannot write comments (ruamel.yaml can, as
+another dependency for one script). So the templates mark values with `note(value, inline, above)`, and one small
+post-step, `with_comments`, adds them: PyYAML's block style puts each key on a line of its own, in the templates'
+order, so the lines and the keys are walked in step, each line checked against its key, and a mismatch fails loudly
+rather than misplacing a comment. The written text is then read back and compared with the options.
 """
 import argparse
 import copy
@@ -36,7 +43,7 @@ HAND_WRITTEN = (
 MAX_LINE = 120
 
 # ---------------------------------------------------------------------------------------------------------------------
-# A small YAML writer: the templates' key order, comments, BasicSR's `!!float 1e-3` notation.
+# YAML text: PyYAML writes the options (OptionDumper); a post-step (with_comments) adds the templates' comments.
 
 
 class Sci(float):
@@ -74,39 +81,69 @@ def plain(raw):
     return float(value) if isinstance(value, Sci) else value
 
 
-def _scalar(value):
-    if value is None:
-        return '~'
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    if isinstance(value, Sci):
-        return f'!!float {value.text}'
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return '[' + ', '.join(_scalar(item) for item in value) + ']'
-    if isinstance(value, str):
-        if value and '#' not in value and yaml.safe_load(f'k: {value}') == {'k': value}:
-            return value
-        return "'" + value.replace("'", "''") + "'"
-    raise TypeError(f'cannot write {value!r} ({type(value).__name__})')
+FLOAT_TAG = 'tag:yaml.org,2002:float'
 
 
-def _emit(mapping, indent):
-    lines, pad = [], ' ' * indent
-    for i, (key, raw) in enumerate(mapping.items()):
-        value, inline, above = _unwrap(raw)
-        if indent == 0 and i and (isinstance(value, dict)
-                                  or isinstance(_unwrap(list(mapping.values())[i - 1])[0], dict)):
-            lines.append('')  # a blank line around top-level sections, as in BasicSR's own option files
-        lines += [f'{pad}# {text}' for text in above]
-        comment = f'  # {inline}' if inline else ''
+class OptionDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper in the style of BasicSR's option files.
+
+    Lists in flow style (`[0.9, 0.999]`), `~` for None, `!!float 1e-3` for a Sci, a Note written as its value, and no
+    anchors (`&id001`) for a list or mapping that two keys share: an option file is a tree.
+    """
+
+    def ignore_aliases(self, data):
+        return True
+
+    def choose_scalar_style(self):
+        # PyYAML quotes a scalar whose tag it must write (`!!float '1e-3'`); BasicSR's files have it plain.
+        if self.event.tag == FLOAT_TAG and not self.event.implicit[0]:
+            return ''
+        return super().choose_scalar_style()
+
+
+OptionDumper.add_representer(Note, lambda dumper, raw: dumper.represent_data(raw.value))
+OptionDumper.add_representer(Sci, lambda dumper, value: dumper.represent_scalar(FLOAT_TAG, value.text))
+OptionDumper.add_representer(type(None), lambda dumper, _: dumper.represent_scalar('tag:yaml.org,2002:null', '~'))
+OptionDumper.add_representer(
+    list, lambda dumper, value: dumper.represent_sequence('tag:yaml.org,2002:seq', value, flow_style=True))
+
+
+def _keys(raw, depth=0, out=None):
+    """[(depth, key, value, inline comment, comments above)] of every key of the option tree, in document order."""
+    out = [] if out is None else out
+    for key, item in _unwrap(raw)[0].items():
+        value, inline, above = _unwrap(item)
+        out.append((depth, key, value, inline, above))
         if isinstance(value, dict):
-            lines.append(f'{pad}{key}:{comment}')
-            lines += _emit(value, indent + 2)
-        else:
-            lines.append(f'{pad}{key}: {_scalar(value)}{comment}')
-    return lines
+            _keys(value, depth + 1, out)
+    return out
+
+
+def with_comments(text, options):
+    """PyYAML's block-style text of `options` with the templates' comments added.
+
+    PyYAML writes no comments, so they are added here. With every mapping in block style (two spaces per level) and
+    every other value on its key's line (scalars, flow lists, no line wrapping), each line of PyYAML's text is one key
+    of the option tree, in the tree's order: the lines and the keys are walked in step (each line is checked to start
+    with its key at its indent), and each key gets its comments (`note(...)`): `# ...` lines above it, `  # ...` at the
+    end of its line. A blank line goes around top-level sections, as in BasicSR's own option files.
+    """
+    lines, keys = text.splitlines(), _keys(options)
+    if len(lines) != len(keys):
+        raise AssertionError(f'{len(lines)} lines for {len(keys)} keys: a value did not stay on its key\'s line')
+    out, previous_section = [], False
+    for line, (depth, key, value, inline, above) in zip(lines, keys):
+        pad = ' ' * (2 * depth)
+        if not line.startswith(f'{pad}{key}:'):
+            raise AssertionError(f'expected the key {key!r} at indent {len(pad)}, found {line!r}')
+        section = isinstance(value, dict)
+        if depth == 0:
+            if out and (section or previous_section):
+                out.append('')
+            previous_section = section
+        out += [f'{pad}# {comment}' for comment in above]
+        out.append(f'{line}  # {inline}' if inline else line)
+    return out
 
 
 def comment_block(paragraphs):
@@ -129,7 +166,9 @@ def comment_block(paragraphs):
 
 def to_yaml(header, options):
     """The YAML text of `options` (in their key order), after the header comment."""
-    lines = comment_block(header) + _emit(options, 0)
+    body = yaml.dump(
+        options, Dumper=OptionDumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 20)
+    lines = comment_block(header) + with_comments(body, options)
     text = '\n'.join(lines) + '\n'
     if yaml.safe_load(text) != plain(options):
         raise AssertionError('the YAML writer lost something: the text does not read back as the options')
@@ -151,7 +190,7 @@ PARAMS = {
     ('MSKResNet', 1): '1,482,384',
     ('GradNet', 3): '1,626,561',
     ('GradNet', 1): '1,528,937'
-}  # the released-code configuration, asserted by tests/test_archs.py
+}  # the released-code configuration, asserted by tests/unit/archs/test_archs.py
 SEED = 10
 BATCH = {1: 64, 2: 48}
 BATCH_NOTE = {1: 'the released code: 64 for the MSKResNet stage', 2: 'the released code\'s GradNet batch'}

@@ -20,7 +20,7 @@ import torch
 from gradnet_arch.errors import OptionError, UserError
 from gradnet_arch.pretrained import zoo
 from gradnet_arch.pretrained.checkpoint_io import read_checkpoint, save_checkpoint, select_state_dict
-from gradnet_arch.pretrained.loader import build_from_options, load_pretrained, load_state, network_options
+from gradnet_arch.pretrained.loader import build_from_options, load_network_state, load_pretrained, network_options
 from gradnet_arch.version import __version__
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +76,7 @@ def package(args):
     source_key, weights = select_state_dict(ckpt, args.checkpoint, args.source_key)  # default: params_ema if kept
     net = build_from_options(network_g)
     # Load once here so that a checkpoint that does not fit the YAML is never shipped.
-    load_state(net, weights, args.checkpoint, strict=True, from_file=False)
+    load_network_state(net, weights, args.checkpoint, strict=True, from_file=False)
     params = weights
     if args.keep_params and 'params' in ckpt and source_key != 'params':
         _, params = select_state_dict(ckpt, args.checkpoint, 'params')

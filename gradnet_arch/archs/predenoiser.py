@@ -1,18 +1,21 @@
-"""Building and loading GradNet's frozen naive denoise block (stage 1) from an option dict."""
+"""Building GradNet's frozen naive denoise block (stage 1) from an option dict.
+
+Its stage-1 checkpoint is loaded by the weights layer, through gradnet_arch.registry's `load_weights` hook: archs
+open no files.
+"""
 import copy
 import inspect
-import os
-import torch
 
-from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError
-from gradnet_arch.safe_load import safe_torch_load
+from gradnet_arch.errors import OptionError
+from gradnet_arch.registry import load_weights
 
 # Keys of the `predenoiser` option dict that are not arch options.
 LOAD_KEYS = ('pretrained', 'param_key', 'strict')
+MISSING_HINT = 'Train stage 1 first (its models/ folder holds net_g_latest.pth) or fix the path.'
 
 
 def build_predenoiser(opt, num_in_ch):
-    """Build the pre-denoiser from options and load its checkpoint.
+    """Build the pre-denoiser from options and have its checkpoint loaded into it.
 
     Args:
         opt (dict): `type` names any arch in BasicSR's ARCH_REGISTRY (MSKResNet, RIDNet, ...); the other keys are
@@ -21,7 +24,7 @@ def build_predenoiser(opt, num_in_ch):
                 weights random, which is right only when a full GradNet checkpoint (which contains them) is loaded
                 next. Default: None.
             param_key (str | None): Key of the state dict inside the checkpoint. None picks `params_ema`, then
-                `params`, then treats the file as a bare state dict. Default: None.
+                `params`, then the only state dict (a bare state dict counts as `params`). Default: None.
             strict (bool): Require the checkpoint's keys to match the arch exactly. Default: True.
         num_in_ch (int): GradNet's image channels; the pre-denoiser must map that many channels to as many.
 
@@ -50,67 +53,9 @@ def build_predenoiser(opt, num_in_ch):
     net = build_network(opt)
     path = load['pretrained']
     if path is not None:
-        state = load_state_dict(path, load['param_key'], what='pre-denoiser')
-        load_into(net, state, path, strict=True if load['strict'] is None else load['strict'], what='pre-denoiser')
+        strict = True if load['strict'] is None else load['strict']
+        load_weights(
+            net, path, param_key=load['param_key'], strict=strict, what='pre-denoiser checkpoint', hint=MISSING_HINT)
     for param in net.parameters():
         param.requires_grad_(False)
     return net.eval(), path
-
-
-def load_state_dict(path, param_key=None, what='checkpoint'):
-    """Read a state dict from a BasicSR checkpoint with torch's safe (weights_only) loader.
-
-    Args:
-        path (str): Checkpoint file.
-        param_key (str | None): `params`, `params_ema`, ...; None tries `params_ema`, `params`, then the file itself.
-        what (str): Name used in error messages.
-
-    Returns:
-        dict[str, Tensor]: The state dict, with DDP's `module.` prefixes removed.
-    """
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise MissingFileError(f'{what} checkpoint not found: {path}. Train stage 1 first (its models/ folder holds '
-                               f'net_g_latest.pth) or fix the path.')
-    if path.endswith('.safetensors'):  # one state dict per file: the key is only checked, not chosen
-        from gradnet_arch.pretrained.checkpoint_io import read_checkpoint, select_state_dict
-        _, state = select_state_dict(read_checkpoint(path), path, param_key)
-        return {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
-    ckpt = safe_torch_load(path, f'{what} checkpoint')  # never passes on torch's advice to load unsafely
-    if not isinstance(ckpt, dict):
-        raise BadFileError(f'{what} checkpoint {path} holds a {type(ckpt).__name__}, not a state dict.')
-    if param_key is None:
-        param_key = next((k for k in ('params_ema', 'params') if k in ckpt), None)
-    if param_key is not None:
-        if param_key not in ckpt:
-            raise CheckpointKeyError(f'{what} checkpoint {path} has no key {param_key!r}; its top-level keys are '
-                                     f'{sorted(ckpt)}. Set param_key to one of them.')
-        ckpt = ckpt[param_key]
-    if not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise BadFileError(f'{what} checkpoint {path} (key {param_key!r}) is not a state dict of tensors; top-level '
-                           f'keys: {sorted(ckpt)[:10]}.')
-    return {k[7:] if k.startswith('module.') else k: v for k, v in ckpt.items()}
-
-
-def load_into(net, state, path, strict=True, what='checkpoint'):
-    """`load_state_dict` with an error that names the file, the missing/unexpected keys and shape mismatches."""
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f'{k}: checkpoint {tuple(state[k].shape)} vs net {tuple(own[k].shape)}' for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
-    if shapes or (strict and (missing or unexpected)):
-        details = []
-        if missing:
-            details.append(f'missing in the file ({len(missing)}): {", ".join(missing[:8])}')
-        if unexpected:
-            details.append(f'not in the net ({len(unexpected)}): {", ".join(unexpected[:8])}')
-        if shapes:
-            details.append(f'shape mismatches ({len(shapes)}): {"; ".join(shapes[:4])}')
-        raise OptionError(
-            f'{what} checkpoint {path} does not match {type(net).__name__}:\n  ' + '\n  '.join(details) +
-            '\nCheck that the arch options (num_in_ch, num_feat, num_modules, batch_norm, reduction, ...) '
-            'are the ones the checkpoint was trained with.')
-    net.load_state_dict(state, strict=strict)

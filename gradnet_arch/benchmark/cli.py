@@ -31,8 +31,8 @@ from gradnet_arch.benchmark.cost import median_seconds_per_megapixel, timed
 from gradnet_arch.benchmark.models import load_model, spec_forms
 from gradnet_arch.benchmark.report import check_new_outputs, markdown_table, write_csv, write_json, write_plot
 from gradnet_arch.benchmark.testsets import build_cases, tensor_sha256
-from gradnet_arch.cli import user_errors
-from gradnet_arch.errors import DataError, OptionError
+from gradnet_arch.common.devices import resolve_device
+from gradnet_arch.errors import DataError, OptionError, user_errors
 from gradnet_arch.metrics.region_psnr import calculate_psnr_region, texture_mask
 from gradnet_arch.precision import add_precision_argument, resolve_precision
 
@@ -125,24 +125,6 @@ def spec_forms_text():
         return spec_forms()
     except Exception:  # the help must work even if the model zoo cannot be listed
         return 'SPEC: a shipped model name, a checkpoint, a BasicSR option YAML, or ARCH_YAML_OR_INLINE@CHECKPOINT.'
-
-
-def resolve_device(text):
-    """'auto' -> cuda when available, else cpu; clear errors for unknown or unavailable devices."""
-    if text == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise OptionError(f'--device {text!r} is not a device; use auto, cpu, cuda or cuda:N.') from None
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise OptionError(f'--device {text}: CUDA is not available here; use --device cpu.')
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise OptionError(f'--device {text}: there are only {torch.cuda.device_count()} CUDA device(s).')
-    elif device.type != 'cpu':
-        raise OptionError(f'--device {text}: only cpu and cuda devices are supported.')
-    return device
 
 
 def device_name(device):
@@ -342,8 +324,8 @@ def run(args):
     print(markdown_table(rows))
     print(f'\nPSNR/SSIM: BasicSR (8-bit, RGB, crop 0), mean over images; texture/smooth PSNR with eps {args.eps:g}; '
           f'time: median forward time per megapixel on {device_name(device)}; FLOPs = 2 x multiply-adds of '
-          f'conv/linear layers per pixel.' + (f' Networks: {precision}, channels_last inputs, BatchNorm folded at load '
-                                              f'(--precision {args.precision}).' if nets else ''))
+          f'convs and matmuls per pixel.' + (f' Networks: {precision}, channels_last inputs, BatchNorm folded at load '
+                                             f'(--precision {args.precision}).' if nets else ''))
     if args.csv:
         write_csv(args.csv, rows, overwrite=args.overwrite)
     if args.json:

@@ -2,7 +2,7 @@
 import statistics
 import time
 import torch
-from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 PROBE_SIZE = 64  # side of the probe image for FLOP counting: a multiple of the usual window / downsampling factors
 
@@ -18,28 +18,32 @@ def count_parameters(net):
     return int(recorded) if recorded is not None else sum(p.numel() for p in net.parameters())
 
 
-def _macs_of(module, inputs, output):
-    """Multiply-accumulates of one call of a Conv/ConvTranspose/Linear layer (bias additions not counted)."""
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        # every input element is multiplied with a (C_out / groups, *kernel) slice of the weight
-        x = inputs[0]
-        per_element = module.weight.shape[1] * module.weight[0, 0].numel()
-        return x.numel() * per_element
-    if isinstance(module, nn.modules.conv._ConvNd):
-        # every output element is a dot product over (C_in / groups, *kernel)
-        return output.numel() * module.weight[0].numel()
-    if isinstance(module, nn.Linear):
-        return output.numel() * module.in_features
-    return 0
+def count_flops(net, inputs):
+    """FLOPs of one forward pass `net(inputs)`, as `torch.utils.flop_counter.FlopCounterMode` counts them.
+
+    FlopCounterMode counts 2 FLOPs per multiply-accumulate of the matrix and convolution operators PyTorch dispatches
+    (`aten.convolution` for every Conv / ConvTranspose layer and every functional `F.conv2d`, such as GradNet's Sobel
+    filter; `mm` / `addmm` / `bmm` for Linear layers and matrix products; scaled dot-product attention). Bias additions
+    and elementwise work (activations, BatchNorm, attention gates, softmax, residual additions) are not counted: for
+    convolutional denoisers they are a small share. Only shapes matter, so the values of `inputs` do not.
+
+    Args:
+        net (nn.Module): The network, in eval mode.
+        inputs (Tensor): Its input.
+
+    Returns:
+        int: FLOPs.
+    """
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        net(inputs)
+    return counter.get_total_flops()
 
 
 def flops_per_pixel(net, channels, device='cpu', size=PROBE_SIZE):
-    """FLOPs per input pixel of one forward pass, counted as 2 x multiply-accumulates of the learned layers.
+    """FLOPs per input pixel of one forward pass (2 x multiply-accumulates, see `count_flops`).
 
-    Forward hooks on every Conv1d/2d/3d, ConvTranspose and Linear layer sum their multiply-accumulates on a
-    (1, channels, size, size) probe; the total is divided by size^2. Elementwise work (activations, normalization,
-    attention's softmax and matrix products outside Linear layers, the functional Sobel filter, residual additions)
-    and bias additions are not counted: for convolutional denoisers they are a small share.
+    The forward pass runs on a (1, channels, size, size) probe; its FLOPs are divided by size^2.
 
     Args:
         net (nn.Module): The network, in eval mode.
@@ -50,22 +54,7 @@ def flops_per_pixel(net, channels, device='cpu', size=PROBE_SIZE):
     Returns:
         float: FLOPs per pixel.
     """
-    total = [0]
-
-    def hook(module, inputs, output):
-        total[0] += _macs_of(module, inputs, output)
-
-    handles = [
-        module.register_forward_hook(hook) for module in net.modules()
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
-    ]
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, channels, size, size, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return 2. * total[0] / (size * size)
+    return count_flops(net, torch.zeros(1, channels, size, size, device=device)) / (size * size)
 
 
 def synchronize(device):

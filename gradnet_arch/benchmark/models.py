@@ -1,6 +1,6 @@
 """`--model LABEL=SPEC` -> a network on the device, wrapped as a denoiser callable with its cost figures.
 
-Every form of SPEC is loaded through `gradnet_arch.pretrained.load_pretrained`:
+Every form of SPEC is loaded through `gradnet_arch.pretrained.load_model`:
 
 - a shipped pretrained name, e.g. `gradnet_color_sigma25`;
 - a checkpoint with embedded options (`.pth` / `.safetensors` written by `save_checkpoint`);
@@ -15,8 +15,10 @@ import yaml
 from torch import nn
 
 from gradnet_arch.benchmark.cost import PROBE_SIZE, count_parameters, flops_per_pixel
+from gradnet_arch.denoise.tiling import tiled_apply
 from gradnet_arch.errors import OptionError, UserError
-from gradnet_arch.precision import autocast, resolve_precision, to_memory_format
+from gradnet_arch.precision import autocast, to_memory_format
+from gradnet_arch.pretrained.description import describe
 
 SPEC_FORMS = ('Accepted forms of --model LABEL=SPEC:\n'
               '  LABEL=NAME                      a shipped pretrained model ({names})\n'
@@ -88,23 +90,21 @@ def load_spec(spec, device='cpu', label=None):
     Returns:
         nn.Module: The network.
     """
-    from gradnet_arch.pretrained import load_pretrained
+    from gradnet_arch.pretrained import load_model as load
 
     model_arg = f'{label}={spec}' if label else spec
     path = os.path.expanduser(spec)
     try:
         if spec in shipped_names():
-            return load_pretrained(spec, device=device)
-        if os.path.isfile(path):
-            if path.lower().endswith(_YAML_EXTENSIONS):
-                return load_pretrained(None, device=device, network_opt=path)
-            return load_pretrained(path, device=device)
+            return load(spec, device=device)
+        if os.path.isfile(path):  # a checkpoint or an option YAML
+            return load(path, device=device)
         if '@' in spec:
             arch, checkpoint = spec.rsplit('@', 1)
             checkpoint = os.path.expanduser(checkpoint.strip())
             if not checkpoint:
                 raise OptionError(f'--model {model_arg}: nothing after "@"; give the checkpoint file.\n{spec_forms()}')
-            return load_pretrained(checkpoint, device=device, network_opt=_arch_options(arch.strip(), model_arg))
+            return load(checkpoint, device=device, network_opt=_arch_options(arch.strip(), model_arg))
     except UserError as error:
         if str(error).startswith('--model '):
             raise
@@ -117,29 +117,6 @@ def load_spec(spec, device='cpu', label=None):
         raise OptionError(f'--model {model_arg}: cannot build or load the network: {error}') from None
     raise OptionError(f'--model {model_arg}: {spec!r} is not a shipped model name, an existing checkpoint or option '
                       f'file, or ARCH@CHECKPOINT.\n{spec_forms()}')
-
-
-def input_channels(net):
-    """Image channels the network takes: its `num_in_ch`/`in_channels`/`in_nc`, else its first convolution's."""
-    for name in ('num_in_ch', 'in_channels', 'in_nc', 'in_chans'):
-        value = getattr(net, name, None)
-        if isinstance(value, int):
-            return value
-    for module in net.modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            return module.in_channels
-    raise OptionError(f'Cannot tell how many image channels {type(net).__name__} takes (no num_in_ch attribute and '
-                      f'no convolution).')
-
-
-def _tiling():
-    """(tiled_apply, size_multiple) of `gradnet_arch.denoise` if that package is installed, else None."""
-    try:
-        from gradnet_arch.denoise.runner import size_multiple
-        from gradnet_arch.denoise.tiling import tiled_apply
-    except ImportError:
-        return None
-    return tiled_apply, size_multiple
 
 
 class NetDenoiser:
@@ -157,8 +134,7 @@ class NetDenoiser:
         device (torch.device): Where it runs.
         tile (int | None): Tile side for tiled inference; None or 0: whole images. Default: None.
         tile_overlap (int): Overlap of the tiles. Default: 32.
-        precision (str): 'auto', 'fp32', 'bf16' or 'fp16' (`gradnet_arch.precision.resolve_precision` for
-            `device`). Default: 'auto'.
+        precision (str): 'auto', 'fp32', 'bf16' or 'fp16' (`describe(net).precision` for `device`). Default: 'auto'.
         channels_last (bool): Give the network channels_last (NHWC) inputs. Default: True.
     """
 
@@ -168,20 +144,16 @@ class NetDenoiser:
         self.label = label
         self.net = net
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
+        description = describe(net)
+        self.precision = description.precision(precision, self.device)
         self.channels_last = bool(channels_last)
         self.memory_format = 'channels_last' if self.channels_last else 'contiguous'
-        self.channels = input_channels(net)
+        self.channels = description.channels()
         self.params = count_parameters(net)
         self.tile = int(tile or 0)
         self.tile_overlap = int(tile_overlap)
-        tiling = _tiling()
-        self.multiple = tiling[1](net) if tiling is not None else 1
-        self._tiled_apply = None
-        if self.tile and tiling is None:
-            raise OptionError('--tile needs gradnet_arch.denoise (tiled inference), which this installation lacks; '
-                              'run without --tile (whole images).')
-        self._tiled_apply = tiling[0] if self.tile or self.multiple > 1 else None
+        self.multiple = description.size_multiple
+        self._tiled = bool(self.tile or self.multiple > 1)
         probe_multiple = max(self.multiple, 1)
         self.flops_per_pixel = flops_per_pixel(
             net, self.channels, self.device, size=-(-PROBE_SIZE // probe_multiple) * probe_multiple)
@@ -189,9 +161,9 @@ class NetDenoiser:
     def run(self, lq):
         """Denoise a tensor that is already on the device; returns the output (on the device when untiled)."""
         with torch.no_grad(), autocast(self.precision, self.device):
-            if self._tiled_apply is None:
+            if not self._tiled:
                 return self.net(to_memory_format(lq, self.channels_last)).contiguous()
-            (out, ) = self._tiled_apply(
+            (out, ) = tiled_apply(
                 self.net,
                 lq[0].cpu(),
                 self.tile,

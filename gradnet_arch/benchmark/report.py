@@ -1,28 +1,38 @@
-"""Benchmark output: a Markdown table, CSV, JSON, and a PSNR-vs-time plot drawn with OpenCV (no matplotlib).
+"""Benchmark output: a Markdown table, CSV, JSON, and a PSNR-vs-time plot (matplotlib, the optional `plot` extra).
 
-The report files are written whole or not at all (atomic_io); a destination that cannot be written is refused
-before the benchmark runs, and a write that fails later (a full disk) raises OutputError: one line, exit status 2.
+The report files are written whole or not at all (atomic_io); a destination that cannot be written, or a --plot
+without matplotlib installed, is refused before the benchmark runs, and a write that fails later (a full disk) raises
+OutputError: one line, exit status 2.
 """
 import csv
-import cv2
 import io
 import json
 import math
-import numpy as np
 import os
 
 from gradnet_arch.atomic_io import atomic_open, check_writable_folder
+from gradnet_arch.benchmark.classical import MissingDependencyError
 from gradnet_arch.errors import OptionError
 
-PLOT_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+# file extension -> matplotlib's format name (JPEG and TIFF go through Pillow, a dependency of matplotlib)
+PLOT_FORMATS = {
+    '.png': 'png',
+    '.jpg': 'jpeg',
+    '.jpeg': 'jpeg',
+    '.tif': 'tiff',
+    '.tiff': 'tiff',
+    '.pdf': 'pdf',
+    '.svg': 'svg'
+}
+PLOT_INSTALL_HINT = 'pip install gradnet-basicsr[plot]'
+PLOT_DPI = 120
+# one marker per set and noise level (cycled); models take matplotlib's colour cycle 'C0'...'C9'
+MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*', '<', '>')
 
 COLUMNS = ('model', 'kind', 'set', 'noise', 'images', 'psnr', 'ssim', 'psnr_texture', 'psnr_smooth', 'texture_images',
            'smooth_images', 'eps', 'params', 'flops_per_pixel', 'sec_per_mp', 'device', 'precision', 'memory_format')
 PER_IMAGE_COLUMNS = ('model', 'set', 'noise', 'image', 'height', 'width', 'psnr', 'ssim', 'psnr_texture', 'psnr_smooth',
                      'seconds', 'input_sha256')
-# BGR colours, one per model (cycled)
-PALETTE = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140),
-           (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23))
 
 
 def _missing(value):
@@ -108,132 +118,93 @@ def write_json(path, rows, per_image, settings, overwrite=True):
     _write_text(path, json.dumps(doc, indent=2) + '\n', overwrite)
 
 
-def _nice_step(span, target=6):
-    raw = span / target
-    magnitude = 10**math.floor(math.log10(raw))
-    for factor in (1, 2, 2.5, 5, 10):
-        if raw <= factor * magnitude:
-            return factor * magnitude
-    return 10 * magnitude
-
-
 def plot_points(rows):
-    """(label, x = seconds per megapixel, y = PSNR, colour) of the rows that can be plotted."""
-    models = []
-    for row in rows:
-        if row['model'] not in models:
-            models.append(row['model'])
+    """(model, set and noise, x = seconds per megapixel, y = PSNR) of the rows that can be plotted, in row order."""
     points = []
     for row in rows:
         x, y = row.get('sec_per_mp'), row.get('psnr')
         if _missing(x) or _missing(y) or x <= 0 or not math.isfinite(y):
             continue
-        noise = 'real' if row['noise'] == 'real' else f's{row["noise"]}'
-        points.append(
-            (f'{row["model"]} ({row["set"]} {noise})', x, y, PALETTE[models.index(row['model']) % len(PALETTE)]))
+        noise = 'real noise' if row['noise'] == 'real' else f'sigma {row["noise"]}'
+        points.append((row['model'], f'{row["set"]}, {noise}', x, y))
     return points
 
 
-def _overlaps(box, boxes):
-    x0, y0, x1, y1 = box
-    return any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in boxes)
+def _import_matplotlib():
+    """matplotlib's Figure and Line2D, or a MissingDependencyError saying how to install the `plot` extra."""
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+    except ImportError as error:
+        raise MissingDependencyError(
+            f'--plot needs matplotlib, which is not installed; install it with '
+            f'`{PLOT_INSTALL_HINT}` (or `pip install matplotlib`), or run without --plot.') from error
+    return Figure, Line2D
 
 
-def _label_position(label, px, py, placed, font, width, height):
-    """Bottom-left corner for a point's label: the first of four spots around the point that stays inside the
-    picture and clear of the labels already placed (else the first spot inside). Appends the chosen box to `placed`.
-    """
-    (tw, th), _ = cv2.getTextSize(label, font, 0.45, 1)
-    spots = [(px + 9, py - 6), (px + 9, py + th + 6), (px - 9 - tw, py - 6), (px - 9 - tw, py + th + 6)]
-    boxes = [(x, y - th, x + tw, y + 3) for x, y in spots]
-    inside = [i for i, b in enumerate(boxes) if b[0] >= 2 and b[2] <= width - 2 and b[1] >= 2 and b[3] <= height - 2]
-    free = [i for i in inside if not _overlaps(boxes[i], placed)]
-    choice = (free or inside or [0])[0]
-    placed.append(boxes[choice])
-    return spots[choice]
+def draw_plot(rows, title='PSNR vs time per megapixel'):
+    """PSNR (y) against seconds per megapixel (x), one labelled point per model, set and noise level.
 
-
-def draw_plot(rows, title='PSNR vs time per megapixel', width=1000, height=650):
-    """PSNR (y) against seconds per megapixel (x, log scale), one labelled point per model, set and noise level.
+    One colour per model, one marker per set and noise level, a legend for both. The time axis is logarithmic when
+    the times span a factor of 10 or more (a network on a GPU next to BM3D), linear otherwise.
 
     Returns:
-        ndarray: The BGR image (uint8).
+        matplotlib.figure.Figure: The figure (not attached to pyplot: no global state, no display needed).
     """
-    img = np.full((height, width, 3), 255, np.uint8)
-    left, right, top, bottom = 80, 50, 60, 60
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    (title_width, _), _ = cv2.getTextSize(title, font, 0.6, 1)
-    cv2.putText(img, title, (max(5, (width - title_width) // 2), 25), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    Figure, Line2D = _import_matplotlib()
+    fig = Figure(figsize=(9, 5.5), dpi=PLOT_DPI, layout='constrained')
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    ax.set_xlabel('time per megapixel (s)')
+    ax.set_ylabel('PSNR (dB)')
     points = plot_points(rows)
     if not points:
-        cv2.putText(img, 'nothing to plot (no timed result with a finite PSNR)', (left, height // 2), font, 0.6,
-                    (0, 0, 255), 1, cv2.LINE_AA)
-        return img
-    log_x = [math.log10(x) for _, x, _, _ in points]
-    ys = [y for _, _, y, _ in points]
-    x_lo, x_hi = math.floor(min(log_x)), math.ceil(max(log_x))
-    if x_hi - x_lo < 1:
-        x_hi = x_lo + 1
-    y_step = _nice_step(max(max(ys) - min(ys), 0.5))
-    y_lo = math.floor(min(ys) / y_step) * y_step - y_step / 2
-    y_hi = math.ceil(max(ys) / y_step) * y_step + y_step / 2
-    x0, x1, y0, y1 = left, width - right, height - bottom, top
-
-    def to_px(log_value, y):
-        return (int(round(x0 + (log_value - x_lo) / (x_hi - x_lo) * (x1 - x0))),
-                int(round(y0 - (y - y_lo) / (y_hi - y_lo) * (y0 - y1))))
-
-    grid, axis = (225, 225, 225), (0, 0, 0)
-    for decade in range(x_lo, x_hi + 1):
-        px, _ = to_px(decade, y_lo)
-        cv2.line(img, (px, y0), (px, y1), grid, 1)
-        for minor in range(2, 10):  # log-scale minor ticks
-            if decade < x_hi:
-                mx, _ = to_px(decade + math.log10(minor), y_lo)
-                cv2.line(img, (mx, y0), (mx, y0 - 5), axis, 1)
-        text = f'{10.0**decade:g}'
-        cv2.putText(img, text, (px - 4 * len(text), y0 + 20), font, 0.45, axis, 1, cv2.LINE_AA)
-    tick = math.ceil(y_lo / y_step) * y_step
-    while tick <= y_hi:
-        _, py = to_px(x_lo, tick)
-        cv2.line(img, (x0, py), (x1, py), grid, 1)
-        cv2.putText(img, f'{tick:g}', (x0 - 55, py + 5), font, 0.45, axis, 1, cv2.LINE_AA)
-        tick += y_step
-    cv2.rectangle(img, (x0, y1), (x1, y0), axis, 1)
-    cv2.putText(img, 'seconds per megapixel (log scale)', ((x0 + x1) // 2 - 140, height - 15), font, 0.5, axis, 1,
-                cv2.LINE_AA)
-    cv2.putText(img, 'PSNR (dB)', (10, y1 - 12), font, 0.5, axis, 1, cv2.LINE_AA)
-    placed = []
-    for label, x, y, colour in points:
-        px, py = to_px(math.log10(x), y)
-        cv2.circle(img, (px, py), 6, colour, -1, cv2.LINE_AA)
-        tx, ty = _label_position(label, px, py, placed, font, width, height)
-        cv2.putText(img, label, (tx, ty), font, 0.45, colour, 1, cv2.LINE_AA)
-    return img
+        message = 'nothing to plot (no timed result with a finite PSNR)'
+        ax.text(0.5, 0.5, message, ha='center', va='center', transform=ax.transAxes)
+        return fig
+    models = list(dict.fromkeys(model for model, _, _, _ in points))
+    cases = list(dict.fromkeys(case for _, case, _, _ in points))
+    colours = {model: f'C{i % 10}' for i, model in enumerate(models)}
+    markers = {case: MARKERS[i % len(MARKERS)] for i, case in enumerate(cases)}
+    for model, case, x, y in points:
+        ax.plot(x, y, linestyle='none', marker=markers[case], markersize=8, color=colours[model])
+        ax.annotate(
+            f'{model} {y:.2f}', (x, y), xytext=(6, 5), textcoords='offset points', fontsize=8, color=colours[model])
+    xs = [x for _, _, x, _ in points]
+    if max(xs) / min(xs) >= 10:
+        ax.set_xscale('log')
+    ax.margins(x=0.15, y=0.15)  # room for the labels beside the outermost points
+    ax.grid(True, which='major', color='0.9')
+    handles = [Line2D([], [], linestyle='none', marker='o', color=colours[m], label=m) for m in models]
+    handles += [Line2D([], [], linestyle='none', marker=markers[c], color='0.3', label=c) for c in cases]
+    fig.legend(handles=handles, loc='outside right upper', fontsize=8, title='model / set, noise', title_fontsize=8)
+    return fig
 
 
 def write_plot(path, rows, device='', overwrite=True):
-    """Draw the plot and write it as an image (PNG for a .png path)."""
+    """Draw the plot and write it (PNG for a .png path, else the format its extension names), whole or not at all."""
     _check_plot_name(path)
     title = 'PSNR vs time per megapixel' + (f' ({device})' if device else '')
-    ok, buf = cv2.imencode(os.path.splitext(path)[1].lower(), draw_plot(rows, title))
-    if not ok:
-        raise OptionError(f'Cannot encode the plot as {path}; use a .png file name.')
+    fig = draw_plot(rows, title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=PLOT_FORMATS[os.path.splitext(path)[1].lower()])
     with atomic_open(path, overwrite=overwrite) as fout:
-        fout.write(buf.tobytes())
+        fout.write(buf.getvalue())
 
 
 def _check_plot_name(path):
-    if os.path.splitext(path)[1].lower() not in PLOT_EXTENSIONS:
+    if os.path.splitext(path)[1].lower() not in PLOT_FORMATS:
         raise OptionError(f'--plot {path}: the plot is an image; give a file name ending in .png (or '
-                          f'{", ".join(PLOT_EXTENSIONS[1:])}).')
+                          f'{", ".join(list(PLOT_FORMATS)[1:])}).')
 
 
 def check_new_outputs(paths, overwrite=False, plot=None):
     """Refuse (before any work) output files that could not be written: existing ones unless `overwrite`, folders,
-    files in folders that do not exist or cannot be written, and a `plot` that is not an image file name."""
+    files in folders that do not exist or cannot be written, and a `plot` that is not an image file name or that
+    matplotlib, not installed, cannot draw."""
     if plot:
         _check_plot_name(plot)
+        _import_matplotlib()
     for path in paths:
         if not path:
             continue

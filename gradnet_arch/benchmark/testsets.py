@@ -4,14 +4,14 @@ Synthetic noise comes from `GaussianNoiseDataset` itself in validation mode, so 
 one `gradnet-test` feeds a net for the same folder, sigma and noise seed (a generator seeded with `noise_seed` for
 every image). Each noisy image is generated once and handed to every model.
 """
-import cv2
 import hashlib
 import numpy as np
 import os
 from basicsr.utils import FileClient, img2tensor
 
-from gradnet_arch.data.gaussian_noise_dataset import GaussianNoiseDataset, list_images, lmdb_keys
-from gradnet_arch.errors import BadFileError, DataError, ImageReadError, MissingFileError, OptionError
+from gradnet_arch.common.images import decode_image, list_images, read_image
+from gradnet_arch.data.gaussian_noise_dataset import GaussianNoiseDataset, lmdb_keys
+from gradnet_arch.errors import BadFileError, DataError, MissingFileError, OptionError
 
 
 class Sample:
@@ -121,23 +121,22 @@ class _PairSource:
         else:
             if not os.path.isdir(root):
                 raise MissingFileError(f'Test set {set_name!r}: {side} folder not found: {root}')
-            self.keys = {os.path.splitext(os.path.basename(path))[0]: path for path in list_images(root)}
+            self.keys = {os.path.splitext(rel)[0]: os.path.join(root, rel) for rel in list_images(root)}
+            if not self.keys:
+                raise DataError(f'Test set {set_name!r}: no images in the {side} folder {root}.')
             self.client = None
 
     def read(self, name, color):
-        flag = (cv2.IMREAD_GRAYSCALE if color == 'gray' else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
         where = self.keys[name]
+        advice = f'it is the {self.side} image {name!r} of test set {self.set_name!r}'
         if self.client is None:
-            img = cv2.imread(where, flag)
+            img = read_image(where, color, advice)
         else:
             value = self.client.get(where, self.side)
             if value is None:
                 raise BadFileError(f'Test set {self.set_name!r}: key {where!r} is listed in {self.root}/meta_info.txt '
                                    f'but not stored in the LMDB; rebuild it.')
-            img = cv2.imdecode(np.frombuffer(value, np.uint8), flag)
-        if img is None:
-            raise ImageReadError(f'Test set {self.set_name!r}: cannot read {self.side} image {name!r} from '
-                                 f'{self.root} (missing, corrupt or not an image).')
+            img = decode_image(value, f'{self.root}[{where}]', color, advice)
         img = img.astype(np.float32) / (65535. if img.dtype == np.uint16 else 255.)
         return img[..., None] if img.ndim == 2 else img
 

@@ -10,10 +10,10 @@ from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
+from gradnet_arch.common import images
 from gradnet_arch.errors import BadFileError, DataError, ImageReadError, MissingFileError, OptionError
 from gradnet_arch.registry import register
 
-IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 # Keys BasicSR's parse_options / dataloader builder read or add, then this dataset's own options.
 _BASICSR_KEYS = ('name', 'type', 'phase', 'scale', 'io_backend', 'num_worker_per_gpu', 'batch_size_per_gpu',
                  'dataset_enlarge_ratio', 'prefetch_mode', 'pin_memory', 'persistent_workers', 'num_prefetch_queue')
@@ -23,21 +23,17 @@ _OPTION_KEYS = frozenset(_BASICSR_KEYS + _OWN_KEYS)
 
 
 def list_images(folders, recursive=False):
-    """Sorted image paths under one or more folders; clear errors for missing or image-less folders."""
+    """Sorted image paths under one or more folders (common.images.list_images); clear errors for missing or
+    image-less folders."""
     folders = [folders] if isinstance(folders, str) else list(folders)
     paths = []
     for folder in folders:
         folder = os.path.expanduser(folder)
         if not os.path.isdir(folder):
             raise MissingFileError(f'GaussianNoiseDataset: dataroot_gt folder not found: {folder}')
-        found = []
-        for root, dirs, files in os.walk(folder):
-            dirs.sort()
-            found += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMG_EXTENSIONS)]
-            if not recursive:
-                break
+        found = [os.path.join(folder, rel) for rel in images.list_images(folder, recursive)]
         if not found:
-            raise DataError(f'GaussianNoiseDataset: no images ({", ".join(IMG_EXTENSIONS)}) in {folder}'
+            raise DataError(f'GaussianNoiseDataset: no images ({", ".join(images.IMAGE_EXTENSIONS)}) in {folder}'
                             f'{"" if recursive else " (set recursive: true to search sub-folders)"}.')
         paths += found
     return paths

@@ -5,13 +5,15 @@ import os
 import sys
 import torch
 
-from gradnet_arch.cli import user_errors
+from gradnet_arch.common.devices import resolve_device
+from gradnet_arch.common.images import list_images
 from gradnet_arch.denoise.image_io import IMAGE_EXTENSIONS
 from gradnet_arch.denoise.runner import (DEFAULT_OVERLAP, DEFAULT_TILE, DEFAULT_TILE_BATCH, denoise_file,
-                                         gradient_module, net_channels, output_paths, resolve_device)
+                                         gradient_module, output_paths)
 from gradnet_arch.denoise.tiling import check_tiling
-from gradnet_arch.errors import MissingFileError, OptionError, OutputExistsError, UserError
+from gradnet_arch.errors import MissingFileError, OptionError, OutputExistsError, UserError, user_errors
 from gradnet_arch.precision import add_precision_argument, resolve_precision
+from gradnet_arch.pretrained.description import describe
 
 DEFAULT_MODEL = 'gradnet_color_sigma25'
 
@@ -115,15 +117,9 @@ def is_image(path):
 
 
 def folder_images(folder, recursive):
-    """(path, sub-folder relative to `folder`) of the images in `folder`, sorted."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        rel = os.path.relpath(root, folder)
-        found += [(os.path.join(root, name), '' if rel == '.' else rel) for name in sorted(files) if is_image(name)]
-        if not recursive:
-            break
-    return found
+    """(path, sub-folder relative to `folder`) of the images in `folder`, sorted (common.images.list_images)."""
+    return [(os.path.join(folder, rel), os.path.dirname(rel))
+            for rel in list_images(folder, recursive, extensions=IMAGE_EXTENSIONS)]
 
 
 def collect_inputs(patterns, recursive=False):
@@ -231,12 +227,13 @@ def plan_outputs(jobs, outdir, out_format, save_gradient=False, compare=False):
 
 
 def load_model(args, device):
-    from gradnet_arch.pretrained import load_pretrained
+    """The network of --weights / --model (default DEFAULT_MODEL) with --opt and --param-key."""
+    from gradnet_arch.pretrained import load_model as load
 
     source = args.weights or args.model
     if source is None and args.opt is None:
         source = DEFAULT_MODEL
-    return load_pretrained(source, device=device, param_key=args.param_key, network_opt=args.opt)
+    return load(source, device=device, param_key=args.param_key, network_opt=args.opt, options_flag='--opt')
 
 
 class TileProgress:
@@ -307,7 +304,7 @@ def run(args):
     if args.save_gradient and gradient_module(net) is None:
         raise OptionError(f'--save-gradient needs a GradNet with a gradient branch; this model is '
                           f'{type(net).__name__}{" without one" if type(net).__name__ == "GradNet" else ""}.')
-    if args.per_channel and net_channels(net) != 1:
+    if args.per_channel and describe(net).input_channels != 1:
         raise OptionError('--per-channel is for grey models; this model is colour (it denoises colour photos '
                           'directly).')
     planned, clashes = plan_outputs(jobs, args.output, args.format, args.save_gradient, args.side_by_side)

@@ -19,16 +19,16 @@ depth, optional gradient map and side-by-side comparison).
 import numpy as np
 import os
 import torch
-from torch import nn
 
 from gradnet_arch.atomic_io import check_new_file, make_folder, write_files
 from gradnet_arch.denoise.image_io import (encode_image, gradient_to_uint8, merge_alpha, read_image, side_by_side,
                                            split_alpha)
 from gradnet_arch.denoise.tiling import check_tiling, tiled_apply
 from gradnet_arch.errors import DataError, OptionError
-from gradnet_arch.precision import autocast, resolve_precision, to_memory_format
+from gradnet_arch.precision import autocast, to_memory_format
+from gradnet_arch.pretrained.description import describe
 
-# Measured with benchmarks/bench_tiling.py (docs/model_cards): with 256-pixel tiles, tiled minus whole-image PSNR on
+# Measured with speed/bench_tiling.py (docs/model_cards): with 256-pixel tiles, tiled minus whole-image PSNR on
 # CBSD68 / BSD68 averages +0.005 / +0.012 dB (at most 0.02 / 0.064 dB on one image), because the channel attention
 # pools over the tile; 512-pixel tiles keep photos up to 512 x 512 whole and bound activations to one 512 x 512 tile.
 # The CLI's defaults come from here too.
@@ -37,50 +37,15 @@ DEFAULT_OVERLAP = 32
 DEFAULT_TILE_BATCH = 1
 
 
-def resolve_device(device=None):
-    """`torch.device` for 'cpu', 'cuda' or 'cuda:N'; None (or 'auto') picks CUDA when available, else the CPU."""
-    if device in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise OptionError(f'unknown device {device!r}; use cpu, cuda or cuda:N.') from error
-    if dev.type not in ('cpu', 'cuda'):
-        raise OptionError(f'device {device!r} is not supported; use cpu, cuda or cuda:N.')
-    if dev.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise OptionError(f'device {device!r} asked for, but CUDA is not available (no GPU visible or a CPU-only '
-                              f'PyTorch build). Use --device cpu.')
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise OptionError(f'device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) '
-                              f'visible (cuda:0 ... cuda:{torch.cuda.device_count() - 1}).')
-    return dev
-
-
 def net_device(net):
     """The device of the network's parameters (the CPU for a network without any)."""
     param = next(net.parameters(), None)
     return param.device if param is not None else torch.device('cpu')
 
 
-def net_channels(net):
-    """Image channels the network takes: its `num_in_ch`, else the input channels of its first convolution."""
-    channels = getattr(net, 'num_in_ch', None)
-    if channels is None:
-        conv = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-        channels = conv.in_channels if conv is not None else 3
-    return int(channels)
-
-
 def gradient_module(net):
     """The module whose output is the gradient map a GradNet is given (its Sobel filter), or None."""
     return getattr(net, 'sobel', None) if getattr(net, 'gradient_source', 'none') != 'none' else None
-
-
-def size_multiple(net):
-    """Side multiple the network needs: the largest integer `window_size` of its modules (window attention), else 1."""
-    sizes = [m.window_size for m in net.modules() if isinstance(getattr(m, 'window_size', None), int)]
-    return max(sizes, default=1)
 
 
 class _GradientCapture:
@@ -178,11 +143,11 @@ def denoise_image(net,
         return_gradient (bool): Also return the Sobel gradient map the GradNet was given (computed per tile and
             blended like the output in tiled runs). Default: False.
         bgr (bool): The colour channels are in OpenCV's BGR order (the network gets RGB). Default: False (RGB).
-        multiple (int | None): Pad network inputs (reflect) to multiples of this and crop back; None reads the
-            network's window size (1 for GradNet). Default: None.
+        multiple (int | None): Pad network inputs (reflect) to multiples of this and crop back; None takes the
+            network's `describe(net).size_multiple` (its window size; 1 for GradNet). Default: None.
         channels_last (bool): Give the network channels_last (NHWC) inputs, whatever the layout of its weights: on
             the CPU an NCHW network gets the same speed-up from NHWC inputs as a channels_last one (oneDNN reorders
-            the weights; measured in benchmarks/bench_fast_path.py), and outputs are the same to 1e-5 in float32.
+            the weights; measured in speed/bench_fast_path.py), and outputs are the same to 1e-5 in float32.
             False gives NCHW inputs. Default: True.
         progress (callable | None): Called as `progress(tiles_done, tiles_total)` after each forward pass (see
             `tiled_apply`). Default: None.
@@ -201,16 +166,17 @@ def denoise_image(net,
         raise DataError(f'denoise_image got an empty image of shape {img.shape}.')
     check_tiling(tile, overlap)
     device = net_device(net)
-    precision = resolve_precision(precision, device)
+    description = describe(net)
+    precision = description.precision(precision, device)
     sobel = gradient_module(net) if return_gradient else None
     if return_gradient and sobel is None:
         raise OptionError(f'{type(net).__name__} has no gradient branch, so there is no gradient map to return. '
                           f'It needs a GradNet with gradient_source "denoised" or "noisy".')
-    net_ch = net_channels(net)
+    colour, alpha = split_alpha(img)
+    net_ch = description.input_channels or colour.shape[2]  # a network that does not tell: let its forward pass
     if per_channel and net_ch != 1:
         raise OptionError('per_channel (--per-channel) is for grey (1-channel) models; this model is colour.')
 
-    colour, alpha = split_alpha(img)
     scale = {np.dtype(np.uint8): 255., np.dtype(np.uint16): 65535.}.get(img.dtype, 1.)
     x = colour.astype(np.float32) / np.float32(scale)
     if bgr and x.shape[2] == 3:
@@ -222,7 +188,7 @@ def denoise_image(net,
         fn = _apply_fn(net, channel_mode(net_ch, x.shape[0], per_channel), capture, channels_last)
         with torch.inference_mode(), autocast(precision, device):
             outs = tiled_apply(
-                fn, x, tile, overlap, tile_batch, device, multiple or size_multiple(net), progress=progress)
+                fn, x, tile, overlap, tile_batch, device, multiple or description.size_multiple, progress=progress)
     finally:
         if capture is not None:
             capture.close()

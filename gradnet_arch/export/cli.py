@@ -10,7 +10,7 @@ Mistakes end the command with exit status 2 and a one-line message.
 import argparse
 import sys
 
-from gradnet_arch.cli import user_errors
+from gradnet_arch.errors import user_errors
 from gradnet_arch.export.writers import DEFAULT_OPSET, TOLERANCE
 
 _EPILOG = (f'MODEL is a shipped model name, a checkpoint (.pth/.safetensors) with embedded network options (or give '

@@ -1,13 +1,11 @@
 """What gets exported: the training-layout state dict, the network options and the reference network of a MODEL."""
 import copy
-import inspect
 import os
 import torch
 
-from gradnet_arch.errors import OptionError
+from gradnet_arch.pretrained import describe, load_model, read_checkpoint, select_state_dict
 from gradnet_arch.version import __version__
 
-YAML_EXTENSIONS = ('.yml', '.yaml')
 # The odd-sized image every export is checked on (and the tests compare consumers on).
 CHECK_SIZE = (37, 45)
 
@@ -24,11 +22,10 @@ class Source:
         name (str | None): The shipped model's name, if it is one.
         path (str): The checkpoint file read.
         channels (int): Input channels.
+        parameters (int): The network's parameter count.
     """
 
     def __init__(self, model, network_opt=None, param_key=None):
-        from gradnet_arch.pretrained import read_checkpoint, select_state_dict
-
         self.model, self._network_opt, self._param_key = model, network_opt, param_key
         self.reference = self._load(fast=False)
         info = self.reference.pretrained_info
@@ -42,23 +39,20 @@ class Source:
             'source': self.name or os.path.basename(self.path),
             'param_key': self.param_key,
         }
-        self.channels = input_channels(self.reference)
-        self.parameters = sum(tensor.numel() for tensor in self.reference.parameters())
+        description = describe(self.reference)
+        self.channels = description.channels()
+        self.parameters = description.parameters
 
     def _load(self, fast):
-        from gradnet_arch.pretrained import load_pretrained
-
-        kwargs = {'device': 'cpu', 'param_key': self._param_key}
-        # The training layout (BatchNorm kept, NCHW) unless `fast`; older load_pretrained have no such keywords.
-        if not fast:
-            accepted = inspect.signature(load_pretrained).parameters
-            kwargs.update({key: False for key in ('fold_batchnorm', 'channels_last') if key in accepted})
-        model = self.model
-        if isinstance(model, str) and model.lower().endswith(YAML_EXTENSIONS):
-            if self._network_opt is not None:
-                raise OptionError(f'MODEL {model} is an option YAML, which already names the network; drop --opt.')
-            return load_pretrained(None, network_opt=model, **kwargs)
-        return load_pretrained(model, network_opt=self._network_opt, **kwargs)
+        # The training layout (BatchNorm kept, NCHW) unless `fast`.
+        layout = {} if fast else {'fold_batchnorm': False, 'channels_last': False}
+        return load_model(
+            self.model,
+            device='cpu',
+            param_key=self._param_key,
+            network_opt=self._network_opt,
+            options_flag='--opt',
+            **layout)
 
     def fast_network(self):
         """The network as `load_pretrained` builds it by default (BatchNorm folded where it does that)."""
@@ -80,15 +74,3 @@ def clean_options(network_g):
     if isinstance(opts.get('predenoiser'), dict):
         opts['predenoiser']['pretrained'] = None
     return opts
-
-
-def input_channels(net):
-    """Input channels of a network (its `num_in_ch`, else the first convolution's)."""
-    channels = getattr(net, 'num_in_ch', None)
-    if isinstance(channels, int):
-        return channels
-    conv = next((m for m in net.modules() if isinstance(m, torch.nn.Conv2d)), None)
-    if conv is None:
-        raise OptionError(f'Cannot tell the input channels of {type(net).__name__}: it has no num_in_ch and no '
-                          f'convolution.')
-    return conv.in_channels

@@ -11,7 +11,7 @@ descriptor. `install()` adds two entries to its `MAIN_REGISTRY`::
     model = spandrel.ModelLoader().load_from_file('gradnet_color_sigma25.safetensors')  # ImageModelDescriptor
     out = model(image)  # (1, C, H, W) in [0, 1]
 
-What a state dict tells (every GradNet the options can build is detected, tests/test_spandrel.py):
+What a state dict tells (every GradNet the options can build is detected, tests/unit/integrations/test_spandrel.py):
 
 - From the shapes: channels (head / tail convs), `num_feat`, `num_modules`, `num_units`, `batch_norm` (BN keys),
   `reduction` (any value giving the attention's hidden width builds the same net; 16 or 2 when they fit), the
@@ -32,6 +32,7 @@ import math
 import torch
 
 from gradnet_arch.integrations import MissingExtraError
+from gradnet_arch.pretrained import build_from_options, describe
 
 try:
     from spandrel import (Architecture, ArchSupport, ImageModelDescriptor, ModelTiling, SizeRequirements,
@@ -44,11 +45,6 @@ except ImportError as _error:
 PREDENOISER = 'predenoiser.'
 # Reductions tried first when several give the attention's hidden width: the released code's and the paper's.
 PREFERRED_REDUCTIONS = (16, 2, 4, 8, 1, 32, 64)
-# Measured on the shipped models (CPU, tests/test_spandrel.py checks it): the largest pixel difference from fp32 on a
-# 37 x 45 uniform-noise image was 8e-4 with the model in fp16 and 5e-3 in bf16 (under 0.2 and 1.4 levels of 8-bit
-# output), no NaN or overflow: the Sobel magnitude stays below 4 sqrt(2) on [0, 1] images.
-SUPPORTS_HALF = True
-SUPPORTS_BFLOAT16 = True
 PROBE_SIZE = 48
 PROBE_SIGMA = 25 / 255.
 
@@ -213,7 +209,6 @@ def probe_images(channels):
 
 
 def _build(opts, state_dict):
-    from gradnet_arch.pretrained import build_from_options
 
     net = build_from_options(opts)
     net.load_state_dict(state_dict)
@@ -288,21 +283,26 @@ class _MSKArchitecture(Architecture[torch.nn.Module]):
         # The probe may find that an MSKResNet-shaped dict is GradNet's noisy-gradient fusion IV.
         architecture = self if opts['type'] == self.kind else _ARCHITECTURES[opts['type']]
         out_ch = opts.get('num_out_ch') or opts['num_in_ch']
+        # Measured on the shipped models (CPU, tests/unit/integrations/test_spandrel.py checks it): the largest pixel
+        # difference from fp32 on a 37 x 45 uniform-noise image was 8e-4 in fp16 and 5e-3 in bf16 (under 0.2 and 1.4
+        # levels of 8-bit output), no NaN or overflow: the Sobel magnitude stays below 4 sqrt(2) on [0, 1] images.
+        description = describe(net)
         return ImageModelDescriptor(
             net,
             state_dict,
             architecture=architecture,
             purpose='Restoration',
             tags=_tags(opts),
-            supports_half=SUPPORTS_HALF,
-            supports_bfloat16=SUPPORTS_BFLOAT16,
+            supports_half='fp16' in description.precisions,
+            supports_bfloat16='bf16' in description.precisions,
             scale=1,
-            input_channels=opts['num_in_ch'],
+            input_channels=description.channels(),
             output_channels=out_ch,
             # 3x3 convolutions with padding 1 and a global-pool attention: any size, down to 1 x 1.
-            size_requirements=SizeRequirements(),
-            # The attention pools over whatever it is given, so tiles change results slightly (measured with
-            # benchmarks/bench_tiling.py: +0.005 dB mean, 0.06 dB at most with 256-pixel tiles).
+            size_requirements=SizeRequirements(multiple_of=description.size_multiple),
+            # description.tiling is 'approximate': the attention pools over whatever it is given, so tiles change
+            # results slightly (measured with speed/bench_tiling.py: +0.005 dB mean, 0.06 dB at most with 256-pixel
+            # tiles), and tiling stays supported.
             tiling=ModelTiling.SUPPORTED)
 
 

@@ -14,13 +14,13 @@
 Give each the output path that docs/datasets.md lists: the option files expect it there.
 
 Mistakes in the input or the options end the command with exit status 2 and a one-line message; nothing is written
-then (see lmdb_writer for the atomicity and re-run rules).
+then (see stamps for the atomicity and re-run rules).
 """
 import argparse
 import os
 import sys
 
-from gradnet_arch.cli import user_errors
+from gradnet_arch.errors import user_errors
 from gradnet_arch.prep import dnd, folders, sidd
 
 _EPILOG = ('Outputs appear only when complete. Re-running a command on unchanged inputs does nothing; an output built '

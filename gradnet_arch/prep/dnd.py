@@ -27,7 +27,10 @@ import os
 
 from gradnet_arch.errors import BadFileError, DataError, MissingFileError, OptionError
 from gradnet_arch.prep.folders import records_writer
-from gradnet_arch.prep.lmdb_writer import begin_command, check_compress_level, encode_png, process_jobs
+from gradnet_arch.prep.lmdb_writer import encode_png
+from gradnet_arch.prep.options import check_compress_level
+from gradnet_arch.prep.pool import process_jobs
+from gradnet_arch.prep.stamps import begin_command
 
 IMAGE_VARIABLE = 'InoisySRGB'
 
@@ -35,12 +38,6 @@ IMAGE_VARIABLE = 'InoisySRGB'
 def dnd_key(image, box):
     """Key of box `box` of image `image` (both 1-based, as in DND's files): `{image:04d}_{box:02d}`."""
     return f'{image:04d}_{box:02d}'
-
-
-def parse_dnd_key(key):
-    """Inverse of dnd_key: `'0007_13'` -> (7, 13), the image file number and the 1-based Idenoised cell index."""
-    image, box = key.split('_')
-    return int(image), int(box)
 
 
 def _open_h5(path, what):

@@ -6,43 +6,23 @@ crop is added flush with the border. With the default `thresh_size` 0 every pixe
 overlaps its neighbour more than the others do); a larger `thresh_size` drops border strips up to that width
 instead. Crop keys are `{image key}_s{index:03d}` with index 1, 2, ... row by row, BasicSR's naming.
 
-Images are read as BasicSR reads them (OpenCV, BGR, EXIF orientation applied) but keep their bit depth: 16-bit
-sources give 16-bit PNGs in the LMDB. BasicSR's own readers (imfrombytes) decode those to 8 bit;
-GaussianNoiseDataset keeps 16 bit.
+Images are read as BasicSR reads them (common.images.read_image: OpenCV, BGR, EXIF orientation applied) but keep
+their bit depth: 16-bit sources give 16-bit PNGs in the LMDB. BasicSR's own readers (imfrombytes) decode those to 8
+bit; GaussianNoiseDataset keeps 16 bit.
 """
-import cv2
 import functools
 import os
 import random
 import sys
 
-from gradnet_arch.data.gaussian_noise_dataset import IMG_EXTENSIONS
-from gradnet_arch.errors import DataError, ImageReadError, MissingFileError, OptionError
-from gradnet_arch.prep.lmdb_writer import (begin_command, check_compress_level, check_positive, encode_png, make_key,
-                                           process_jobs)
+from gradnet_arch.common.images import COLORS, IMAGE_EXTENSIONS, list_images, read_image
+from gradnet_arch.errors import DataError, MissingFileError, OptionError
+from gradnet_arch.prep.lmdb_writer import encode_png, make_key
+from gradnet_arch.prep.options import check_compress_level, check_positive
+from gradnet_arch.prep.pool import process_jobs
+from gradnet_arch.prep.stamps import begin_command
 
-COLORS = ('rgb', 'gray')
-
-
-def read_image(path, color='rgb'):
-    """Read an image as BasicSR does (BGR, or grey HxW), keeping 16-bit depth.
-
-    Args:
-        path (str): Image file.
-        color (str): 'rgb' (stored as BGR, 3 channels) or 'gray'.
-
-    Raises:
-        MissingFileError: No such file.
-        ImageReadError: OpenCV cannot decode it.
-    """
-    if not os.path.isfile(path):
-        raise MissingFileError(f'image not found: {path}')
-    flag = (cv2.IMREAD_GRAYSCALE if color == 'gray' else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
-    img = cv2.imread(path, flag)
-    if img is None:
-        raise ImageReadError(f'cannot read image {path} (corrupt, truncated or not an image); replace it, remove it '
-                             f'or pass --skip-bad to leave it out.')
-    return img
+SKIP_ADVICE = 'replace it, remove it or pass --skip-bad to leave it out.'
 
 
 def crop_positions(length, crop_size, step, thresh_size=0):
@@ -81,7 +61,7 @@ def encode_sources(job, color, crop_size, step, thresh_size, compress_level):
         list[tuple]: (key, [(png bytes, shape) for each path]) per crop or for the whole images.
     """
     key, paths, crop = job
-    images = [read_image(path, color) for path in paths]
+    images = [read_image(path, color, advice=SKIP_ADVICE) for path in paths]
     for path, img in zip(paths[1:], images[1:]):
         if img.shape != images[0].shape or img.dtype != images[0].dtype:
             raise DataError(f'{paths[0]} is {_describe(images[0])} but its partner {path} is {_describe(img)}; the '
@@ -102,23 +82,6 @@ def encode_sources(job, color, crop_size, step, thresh_size, compress_level):
 def _describe(img):
     channels = 1 if img.ndim == 2 else img.shape[2]
     return f'{img.shape[0]}x{img.shape[1]}x{channels} {img.dtype}'
-
-
-def list_image_files(folder, recursive=False):
-    """Sorted image files (IMG_EXTENSIONS, any case) under `folder`, as paths relative to it."""
-    if not os.path.isdir(folder):
-        raise MissingFileError(f'image folder not found: {folder}')
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        rel = os.path.relpath(root, folder)
-        found += [
-            os.path.normpath(os.path.join(rel, name)) for name in sorted(files)
-            if name.lower().endswith(IMG_EXTENSIONS) and not name.startswith('.')
-        ]
-        if not recursive:
-            break
-    return found
 
 
 def records_writer(writers):
@@ -175,7 +138,7 @@ def prepare_crops(folders,
         folder_prefix (bool): Start keys with the input folder's name (for folders with clashing file names).
         compress_level (int): PNG compression 0-9 (BasicSR uses 1).
         workers (int): Encoding processes.
-        overwrite (bool): Replace an existing LMDB; see lmdb_writer.
+        overwrite (bool): Replace an existing LMDB; see stamps.
         skip_bad (bool): Skip unreadable or too small images (reported) instead of stopping.
         map_size (int | None): Initial LMDB map size in bytes (it grows as needed).
 
@@ -192,9 +155,9 @@ def prepare_crops(folders,
     jobs, owners = [], {}
     for folder in folders:
         folder = os.path.expanduser(str(folder))
-        files = list_image_files(folder, recursive)
+        files = list_images(folder, recursive)
         if not files:
-            raise DataError(f'no images ({", ".join(IMG_EXTENSIONS)}) in {folder}'
+            raise DataError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in {folder}'
                             f'{"" if recursive else " (pass --recursive to include sub-folders)"}.')
         prefix = make_key(os.path.basename(os.path.normpath(folder))) + '_' if folder_prefix else ''
         for rel in files:
@@ -260,7 +223,7 @@ def find_pairs(lq_dir, gt_dir=None, lq_suffix='', gt_suffix='', recursive=False)
     sides = {}
     for role, folder, suffix, other in (('lq', lq_dir, lq_suffix, gt_suffix), ('gt', gt_dir, gt_suffix, lq_suffix)):
         names = {}
-        for rel in list_image_files(folder, recursive):
+        for rel in list_images(folder, recursive):
             stem = os.path.splitext(rel)[0]
             if not stem.endswith(suffix) or (same and other and len(other) > len(suffix) and stem.endswith(other)):
                 continue  # e.g. suffix '' in a shared folder would otherwise also take the other side's files

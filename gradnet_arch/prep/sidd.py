@@ -30,7 +30,10 @@ import re
 
 from gradnet_arch.errors import BadFileError, DataError, MissingFileError
 from gradnet_arch.prep.folders import check_crop_options, encode_sources, handle_unpaired, records_writer
-from gradnet_arch.prep.lmdb_writer import begin_command, check_compress_level, encode_png, make_key, process_jobs
+from gradnet_arch.prep.lmdb_writer import encode_png, make_key
+from gradnet_arch.prep.options import check_compress_level
+from gradnet_arch.prep.pool import process_jobs
+from gradnet_arch.prep.stamps import begin_command
 
 VAL_NOISY_VARIABLE = 'ValidationNoisyBlocksSrgb'
 VAL_GT_VARIABLE = 'ValidationGtBlocksSrgb'

@@ -1,9 +1,15 @@
-"""Reading and writing network checkpoints (`.pth` in BasicSR's format, or `.safetensors`) without running pickles.
+"""The one reader, cleaner, writer and loader of network weights (`.pth` in BasicSR's format, or `.safetensors`),
+never running a pickle.
 
 A `.pth` checkpoint is what BasicSR's `save_network` writes, `{'params': state_dict, 'params_ema': state_dict}`, plus
 two optional keys that BasicSR's `load_network` ignores: `network_g` (the network's option dict, as in an option
 YAML) and `meta` (name, colour, noise level, ...). A `.safetensors` file holds one state dict under its plain names;
 the rest goes into its string metadata: `param_key`, `network_g` and `meta` (JSON) and `format: pt`.
+
+Everything that reads weights goes through `read_checkpoint` + `select_state_dict` (`load_weights` does both and
+loads the result with `load_state`), and everything that writes them through `clean_state_dict` (and
+`save_checkpoint`). `load_weights` is also installed as gradnet_arch.registry's weights loader, through which a
+GradNet's builder loads its pre-denoiser's stage-1 checkpoint without the archs opening files.
 """
 import json
 import os
@@ -13,16 +19,15 @@ import warnings
 
 from gradnet_arch.atomic_io import atomic_open, make_folder
 from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError, UnsafeFileError
-from gradnet_arch.pretrained.safetensors_io import read_safetensors, write_safetensors
+from gradnet_arch.pretrained.safetensors_io import is_safetensors, read_safetensors, write_safetensors
+from gradnet_arch.registry import install_weights_loader
 from gradnet_arch.safe_load import load_error_reason, refused_global
 
 EXTENSIONS = ('.pth', '.pt', '.safetensors')
 INFO_KEYS = ('network_g', 'meta')
 PARAM_KEY_ORDER = ('params_ema', 'params')
-
-
-def is_safetensors(path):
-    return str(path).lower().endswith('.safetensors')
+DDP_PREFIX = 'module.'
+MISSING_HINT = 'Check the path (or, for a shipped model, the name).'
 
 
 def save_checkpoint(path, params, params_ema=None, network_opt=None, meta=None):
@@ -62,11 +67,11 @@ def save_checkpoint(path, params, params_ema=None, network_opt=None, meta=None):
         metadata = {'format': 'pt', 'param_key': param_key, 'meta': json.dumps(meta)}
         if network_opt is not None:
             metadata['network_g'] = json.dumps(network_opt)
-        write_safetensors(path, _detached(states[param_key]), metadata)
+        write_safetensors(path, clean_state_dict(states[param_key], to_cpu=True), metadata)
         return
     # Tensors shared by `params` and `params_ema` must stay shared for torch.save to store them once.
     memo = {}
-    ckpt = {key: _detached(state, memo) for key, state in states.items() if state is not None}
+    ckpt = {key: clean_state_dict(state, to_cpu=True, memo=memo) for key, state in states.items() if state is not None}
     if network_opt is not None:
         ckpt['network_g'] = network_opt
     ckpt['meta'] = meta
@@ -74,11 +79,14 @@ def save_checkpoint(path, params, params_ema=None, network_opt=None, meta=None):
         torch.save(ckpt, f)
 
 
-def read_checkpoint(path):
-    """Read a checkpoint safely: torch's weights_only unpickler for `.pth`, the plain format for `.safetensors`.
+def read_checkpoint(path, what='Checkpoint', hint=MISSING_HINT):
+    """Read a checkpoint safely: torch's weights_only unpickler for `.pth`, the safetensors package for `.safetensors`.
 
     Args:
         path (str): A `.pth`/`.pt` file in BasicSR's format or a bare state dict, or a `.safetensors` file.
+        what (str): What the file is, at the start of error messages ('Checkpoint', 'pre-denoiser checkpoint', ...).
+            Default: 'Checkpoint'.
+        hint (str): What to do about a missing file, appended to its message. Default: MISSING_HINT.
 
     Returns:
         dict: `params` and/or `params_ema` (and any other state dict the file holds under its own key), each a
@@ -87,11 +95,11 @@ def read_checkpoint(path):
     Raises:
         MissingFileError: No such file.
         BadFileError: Unreadable, corrupt or truncated; or a pickle holding anything but tensors and plain
-            containers (such a file could run code when unpickled, so it is refused, not executed).
+            containers (UnsafeFileError: such a file could run code when unpickled, so it is refused, not executed).
     """
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
-        raise MissingFileError(f'Checkpoint not found: {path}. Check the path (or, for a shipped model, the name).')
+        raise MissingFileError(f'{what} not found: {path}. {hint}')
     if is_safetensors(path):
         return _read_safetensors_checkpoint(path)
     try:
@@ -103,22 +111,21 @@ def read_checkpoint(path):
         # advice (retry with weights_only=False, or allow-list the class) is not passed on.
         refused = refused_global(error)
         if refused is None:
-            raise _corrupt(path, error) from None
+            raise _corrupt(path, error, what) from None
         raise UnsafeFileError(f'Refusing to load {path}: it holds objects other than tensors and plain containers '
                               f'(GLOBAL {refused}), and unpickling it could run arbitrary code, so it is not loaded. '
                               f'Re-save the state dicts from the code that made them with '
                               f'gradnet_arch.pretrained.save_checkpoint.') from None
     except Exception as error:  # zip/EOF/runtime errors of torch.load: the file is not a complete checkpoint
-        raise _corrupt(path, error) from None
+        raise _corrupt(path, error, what) from None
     if not isinstance(obj, dict):
-        raise BadFileError(f'Checkpoint {path} holds a {type(obj).__name__}, not a dict of state dicts.')
+        raise BadFileError(f'{what} {path} holds a {type(obj).__name__}, not a dict of state dicts.')
     if _is_state_dict(obj):  # a bare state dict (torch.save(net.state_dict()))
         return {'params': dict(obj), 'network_g': None, 'meta': {}}
     ckpt = {key: dict(value) for key, value in obj.items() if key not in INFO_KEYS and _is_state_dict(value)}
     if not ckpt:
-        raise BadFileError(
-            f'Checkpoint {path} holds no state dict: its top-level keys are {sorted(map(str, obj))[:10]} '
-            f'and none is a dict of tensors. Is it a training state (.state) instead of a network?')
+        raise BadFileError(f'{what} {path} holds no state dict: its top-level keys are {sorted(map(str, obj))[:10]} '
+                           f'and none is a dict of tensors. Is it a training state (.state) instead of a network?')
     network_opt = obj.get('network_g')
     ckpt['network_g'] = dict(network_opt) if isinstance(network_opt, dict) else None
     ckpt['meta'] = dict(obj['meta']) if isinstance(obj.get('meta'), dict) else {}
@@ -130,29 +137,108 @@ def param_keys(ckpt):
     return [key for key in ckpt if key not in INFO_KEYS]
 
 
-def select_state_dict(ckpt, path, param_key=None):
+def select_state_dict(ckpt, path, param_key=None, what='Checkpoint'):
     """Pick one state dict of a `read_checkpoint` result.
 
     Args:
         ckpt (dict): From `read_checkpoint`.
         path (str): The file, for error messages.
         param_key (str | None): The key; None picks `params_ema`, then `params`, then the only one there is.
+        what (str): What the file is, for error messages. Default: 'Checkpoint'.
 
     Returns:
-        tuple[str, dict[str, Tensor]]: The key used and the state dict, with DDP's `module.` prefixes removed.
+        tuple[str, dict[str, Tensor]]: The key used and the state dict, cleaned by `clean_state_dict`.
+
+    Raises:
+        CheckpointKeyError: No state dict under `param_key`, or several and none of them the default.
     """
     available = param_keys(ckpt)
     if param_key is None:
         param_key = next((key for key in PARAM_KEY_ORDER if key in ckpt), available[0] if len(available) == 1 else None)
         if param_key is None:
-            raise CheckpointKeyError(f'Checkpoint {path} has several state dicts ({", ".join(available)}) and none is '
+            raise CheckpointKeyError(f'{what} {path} has several state dicts ({", ".join(available)}) and none is '
                                      f'params_ema or params; pass param_key= one of them.')
     elif param_key not in available:
-        raise CheckpointKeyError(f'Checkpoint {path} has no param_key {param_key!r}; available: '
-                                 f'{", ".join(available)}. Pass one of them (or param_key=None for params_ema, '
-                                 f'else params).')
-    state = ckpt[param_key]
-    return param_key, {key[7:] if key.startswith('module.') else key: value for key, value in state.items()}
+        raise CheckpointKeyError(f'{what} {path} has no key {param_key!r}; its state dicts are {sorted(available)}. '
+                                 f'Set param_key to one of them (or to None for params_ema, else params).')
+    return param_key, clean_state_dict(ckpt[param_key])
+
+
+def clean_state_dict(state, to_cpu=False, memo=None):
+    """The one state-dict cleaner: DDP's and DataParallel's `module.` prefixes removed from the keys.
+
+    Args:
+        state (dict[str, Tensor]): A state dict.
+        to_cpu (bool): Also make each tensor a detached, contiguous CPU tensor (the usual NCHW layout, whatever the
+            training memory format), as files store them. Default: False.
+        memo (dict | None): With `to_cpu`, shared by the calls for several state dicts (`params` and `params_ema`) so
+            that a tensor they share stays one tensor (torch.save then stores it once). Default: None.
+
+    Returns:
+        dict[str, Tensor]: The cleaned state dict, in the same order.
+    """
+    memo = {} if memo is None else memo
+    out = {}
+    for key, tensor in state.items():
+        if to_cpu:
+            if id(tensor) not in memo:
+                memo[id(tensor)] = tensor.detach().cpu().contiguous()
+            tensor = memo[id(tensor)]
+        out[key[len(DDP_PREFIX):] if key.startswith(DDP_PREFIX) else key] = tensor
+    return out
+
+
+def load_state(net, state, path, strict=True, what='Checkpoint'):
+    """`net.load_state_dict(state)` with an error that names the file, the missing/unexpected keys and shapes.
+
+    Args:
+        net (nn.Module): The network.
+        state (dict[str, Tensor]): A clean state dict (`select_state_dict`'s).
+        path (str): The file it came from, for the message.
+        strict (bool): Require the keys to match exactly (shapes must match either way). Default: True.
+        what (str): What the file is, at the start of the message. Default: 'Checkpoint'.
+
+    Raises:
+        OptionError: The state dict does not fit the network's arch options.
+    """
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f'{k}: checkpoint {tuple(state[k].shape)} vs net {tuple(own[k].shape)}' for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    if shapes or (strict and (missing or unexpected)):
+        details = []
+        if missing:
+            details.append(f'missing in the file ({len(missing)}): {", ".join(missing[:8])}')
+        if unexpected:
+            details.append(f'not in the net ({len(unexpected)}): {", ".join(unexpected[:8])}')
+        if shapes:
+            details.append(f'shape mismatches ({len(shapes)}): {"; ".join(shapes[:4])}')
+        raise OptionError(
+            f'{what} {path} does not match {type(net).__name__}:\n  ' + '\n  '.join(details) +
+            '\nCheck that the arch options (num_in_ch, num_feat, num_modules, batch_norm, reduction, ...) '
+            'are the ones the checkpoint was trained with.')
+    net.load_state_dict(state, strict=strict)
+
+
+def load_weights(net, path, param_key=None, strict=True, what='Checkpoint', hint=MISSING_HINT):
+    """Read the checkpoint `path` and load one of its state dicts into `net` (`read_checkpoint`, `select_state_dict`
+    and `load_state`, with their errors).
+
+    This is gradnet_arch.registry's weights loader: a GradNet's builder loads its pre-denoiser's stage-1 checkpoint
+    with it.
+
+    Returns:
+        str: The state-dict key that was loaded.
+    """
+    param_key, state = select_state_dict(read_checkpoint(path, what, hint), path, param_key, what)
+    load_state(net, state, path, strict=strict, what=what)
+    return param_key
+
+
+install_weights_loader(load_weights)
 
 
 def _read_safetensors_checkpoint(path):
@@ -172,25 +258,19 @@ def _read_safetensors_checkpoint(path):
     return {param_key: tensors, 'network_g': info['network_g'], 'meta': info['meta'] or {}}
 
 
-def _corrupt(path, error):
+def _corrupt(path, error, what):
     # torch's messages run to many lines of advice that does not apply here (some of it unsafe); keep the reason.
-    return BadFileError(f'Cannot read checkpoint {path}: {load_error_reason(error)}. The file is corrupt, '
+    return BadFileError(f'Cannot read {_lower(what)} {path}: {load_error_reason(error)}. The file is corrupt, '
                         f'truncated or not a PyTorch checkpoint.')
+
+
+def _lower(what):
+    return what[:1].lower() + what[1:]
 
 
 def _is_state_dict(obj):
     return isinstance(obj, dict) and len(obj) > 0 and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-
-
-def _detached(state, memo=None):
-    memo = {} if memo is None else memo
-    out = {}
-    for key, tensor in state.items():
-        if id(tensor) not in memo:
-            memo[id(tensor)] = tensor.detach().cpu()
-        out[key] = memo[id(tensor)]
-    return out
 
 
 def _check_plain(obj, what):

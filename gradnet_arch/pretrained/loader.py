@@ -1,14 +1,17 @@
-"""`load_pretrained`: a ready-to-run network from a shipped model name or a checkpoint file."""
+"""`load_pretrained`: a ready-to-run network from a shipped model name or a checkpoint file; `load_model`, the
+tools' loader, which also takes a BasicSR option YAML."""
 import copy
 import difflib
 import os
 import torch
 
 from gradnet_arch.archs import bn_folding
-from gradnet_arch.archs.predenoiser import load_into
+from gradnet_arch.common.devices import resolve_device
 from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError, UserError
-from gradnet_arch.pretrained import zoo
-from gradnet_arch.pretrained.checkpoint_io import read_checkpoint, select_state_dict
+from gradnet_arch.pretrained import description, zoo
+from gradnet_arch.pretrained.checkpoint_io import load_state, read_checkpoint, select_state_dict
+
+YAML_EXTENSIONS = ('.yml', '.yaml')
 
 
 def load_pretrained(name_or_path=None,
@@ -53,9 +56,10 @@ def load_pretrained(name_or_path=None,
         call `net.train().requires_grad_(True)` to fine-tune). Its attribute `pretrained_info` holds `source` (file),
         `name` (shipped name or None), `param_key`, `network_g`, `meta`, `parameters` (the trained network's
         parameter count, taken before folding), `batchnorm_folded` (how many BatchNorm layers were folded) and
-        `channels_last`.
+        `channels_last`; its ModelDescription (what the tools ask: channels, size multiple, precisions, tiling) is
+        `gradnet_arch.pretrained.describe(net)`.
     """
-    device = resolve_device(device)
+    device = resolve_device('cpu' if device is None else device, option='device')
     net_opt, yaml_path = network_options(network_opt)
     if name_or_path is None:
         name_or_path = yaml_path.get('pretrain_network_g')
@@ -80,7 +84,7 @@ def load_pretrained(name_or_path=None,
                               f'network_opt= a dict like a YAML\'s network_g (e.g. {{"type": "GradNet", "num_in_ch": '
                               f'3, ...}}) or the path of the option YAML it was trained with.')
     net = build_from_options(net_opt)
-    load_state(net, state, path, strict, from_file)
+    load_network_state(net, state, path, strict, from_file)
     net.requires_grad_(False)
     net.eval()
     net.to(device)
@@ -99,28 +103,33 @@ def load_pretrained(name_or_path=None,
         'batchnorm_folded': folded,
         'channels_last': bool(channels_last),
     }
+    description.attach(net, parameters)
     return net
 
 
-def resolve_device(device):
-    """`device` as a torch.device, with a clear error when it does not exist on this machine."""
-    if device is None:
-        return torch.device('cpu')
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise OptionError(f'Unknown device {device!r}: use "cpu", "cuda", "cuda:N" or a torch.device.') from None
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise OptionError(f'device {str(device)!r} was asked for but PyTorch sees no CUDA GPU here '
-                              f'(torch.cuda.is_available() is False). Use device="cpu" or a CUDA build of PyTorch.')
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise OptionError(
-                f'device {str(device)!r} does not exist: PyTorch sees {torch.cuda.device_count()} GPU(s), '
-                f'cuda:0 to cuda:{torch.cuda.device_count() - 1}.')
-    elif device.type == 'mps' and not torch.backends.mps.is_available():
-        raise OptionError('device "mps" was asked for but PyTorch has no MPS backend here. Use device="cpu".')
-    return device
+def load_model(spec=None, device='cpu', param_key=None, network_opt=None, options_flag='network_opt', **kwargs):
+    """The tools' one loader: the network a model SPEC names, with its ModelDescription, through `load_pretrained`.
+
+    Args:
+        spec (str | None): A shipped model name, a checkpoint (`.pth` / `.safetensors`, or a gradnet-export
+            folder), or a BasicSR option YAML (its network_g and path.pretrain_network_g / path.param_key_g). None:
+            the checkpoint of the option YAML given as `network_opt`.
+        device (str | torch.device): 'cpu', 'cuda', 'cuda:N', ... Default: 'cpu'.
+        param_key (str | None): The state dict to load (None: params_ema if present, else params).
+        network_opt (str | dict | None): Network options (a YAML's path or a network_g dict) for a checkpoint that
+            does not embed them; not with an option YAML as `spec`, which names its network itself.
+        options_flag (str): How the caller names `network_opt` ('--opt', '--network-opt'), for that error.
+        **kwargs: Further `load_pretrained` arguments (strict, weights_dir, fold_batchnorm, channels_last).
+
+    Returns:
+        nn.Module: `load_pretrained`'s network; `describe(net)` is its ModelDescription.
+    """
+    if isinstance(spec, (str, os.PathLike)) and os.fspath(spec).lower().endswith(YAML_EXTENSIONS):
+        if network_opt is not None:
+            raise OptionError(f'{os.fspath(spec)} is an option YAML, which already names the network; drop '
+                              f'{options_flag}.')
+        spec, network_opt = None, spec
+    return load_pretrained(spec, device=device, param_key=param_key, network_opt=network_opt, **kwargs)
 
 
 def build_from_options(opt):
@@ -196,15 +205,16 @@ def _resolve_source(name_or_path, weights_dir):
     return None, path
 
 
-def load_state(net, state, path, strict, from_file):
-    """Load with an error listing missing/unexpected keys and shape mismatches."""
+def load_network_state(net, state, path, strict, from_file):
+    """`load_state` for a whole network: a GradNet must get its pre-denoiser's weights too, and a mismatch is the
+    file's fault when its own embedded options were used (BadFileError), else the options' (CheckpointKeyError)."""
     if getattr(net, 'predenoiser', None) is not None and not any(key.startswith('predenoiser.') for key in state):
         raise CheckpointKeyError(
             f'Checkpoint {path} holds no pre-denoiser weights (keys predenoiser.*), so it is not a full GradNet '
             f'checkpoint: a GradNet loaded from it would run a random pre-denoiser. A stage-1 checkpoint loads with '
             f'network_opt type MSKResNet; a GradNet needs its stage-2 checkpoint (net_g_*.pth of the GradNet run).')
     try:
-        load_into(net, state, path, strict=strict, what='network')
+        load_state(net, state, path, strict=strict, what='network checkpoint')
     except OptionError as error:
         if from_file:
             raise BadFileError(f'{error}\nThe network options embedded in the file (network_g) do not fit its '

@@ -1,41 +1,51 @@
-"""A small reader and writer of the `.safetensors` format, so that no extra package is needed to use it.
+"""`.safetensors` files through the `safetensors` package, with the checks that turn a bad file into one clear error.
 
-Layout of a file: an 8-byte little-endian unsigned header length N; N bytes of UTF-8 JSON mapping each tensor name to
-`{"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}` (offsets relative to the data that follows the
-header), plus an optional `"__metadata__"` map of str to str; then the raw little-endian tensor bytes, packed without
-gaps or overlaps. Nothing in the file is executed on reading, which is the point of the format.
+The package parses and validates the format (dtypes, shapes, offsets that tile the data exactly). Around it:
+
+- reading: the file's framing (8-byte header length, a JSON object, string metadata) is checked first with Python's
+  own JSON decoder, so a truncated file or a hostile header (`[[[[...` thousands of levels deep) is a BadFileError
+  that names the file; a file the package refuses gets the same form, with the reason spelled out from the header
+  (which tensor's shape, offsets or bytes do not fit) where the package's own message does not name it;
+- writing: only dense tensors of the dtypes below and str-to-str metadata are accepted (OptionError otherwise), tensors
+  are made contiguous and CPU copies (tensors sharing memory are written as separate copies), and the file is written
+  whole or not at all (atomic_io).
 """
 import json
+import math
 import os
 import struct
-import sys
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_bytes
 
 from gradnet_arch.atomic_io import atomic_open
 from gradnet_arch.errors import BadFileError, OptionError
 
-DTYPES = {
-    'F64': torch.float64,
-    'F32': torch.float32,
-    'F16': torch.float16,
-    'BF16': torch.bfloat16,
-    'I64': torch.int64,
-    'I32': torch.int32,
-    'I16': torch.int16,
-    'I8': torch.int8,
-    'U8': torch.uint8,
-    'BOOL': torch.bool,
-}
-DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
+# What network weights are stored in (and what the format has held since its first version).
+DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+          torch.int8, torch.uint8, torch.bool)
 METADATA_KEY = '__metadata__'
-# The reference implementation's limit; a larger "header" means a corrupt length field, not a real header.
+# The package's own limit; a larger "header" means a corrupt length field, not a real header.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-
-
-def _check_little_endian():
-    # Tensors are stored little-endian and viewed in place; a big-endian host would need byte swapping.
-    if sys.byteorder != 'little':  # pragma: no cover - no big-endian CI machine
-        raise OptionError('safetensors files can only be read and written on little-endian machines here.')
+# Bytes per element of the format's whole-byte dtypes, to say which tensor's offsets do not fit (errors only).
+ITEM_BYTES = {
+    'F64': 8,
+    'F32': 4,
+    'F16': 2,
+    'BF16': 2,
+    'I64': 8,
+    'I32': 4,
+    'I16': 2,
+    'I8': 1,
+    'U64': 8,
+    'U32': 4,
+    'U16': 2,
+    'U8': 1,
+    'BOOL': 1,
+    'C64': 8,
+    'F8_E4M3': 1,
+    'F8_E5M2': 1
+}
 
 
 def write_safetensors(path, tensors, metadata=None):
@@ -43,45 +53,32 @@ def write_safetensors(path, tensors, metadata=None):
 
     Args:
         path (str): Output file.
-        tensors (dict[str, Tensor]): Named dense tensors of a dtype in DTYPES (F64, F32, F16, BF16, I64, I32, I16,
-            I8, U8, BOOL). They are copied to the CPU; tensors sharing memory are written as separate copies.
+        tensors (dict[str, Tensor]): Named dense tensors of a dtype in DTYPES. They are copied to the CPU, contiguous;
+            tensors sharing memory are written as separate copies.
         metadata (dict[str, str] | None): Free-form string metadata stored under `__metadata__`. Default: None.
     """
-    _check_little_endian()
-    header = {}
-    if metadata:
-        bad = [key for key, value in metadata.items() if not isinstance(key, str) or not isinstance(value, str)]
-        if bad:
-            raise OptionError(f'safetensors metadata must map str to str; not so for {bad[:5]}. '
-                              f'Encode other values as JSON strings.')
-        header[METADATA_KEY] = dict(metadata)
-    blobs = []
-    offset = 0
+    metadata = dict(metadata or {})
+    bad = [key for key, value in metadata.items() if not isinstance(key, str) or not isinstance(value, str)]
+    if bad:
+        raise OptionError(f'safetensors metadata must map str to str; not so for {bad[:5]}. '
+                          f'Encode other values as JSON strings.')
+    plain, storages = {}, set()
     for name, tensor in tensors.items():
         if not isinstance(name, str) or name == METADATA_KEY:
             raise OptionError(f'Cannot store a tensor named {name!r} in a safetensors file.')
         if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided:
             raise OptionError(f'safetensors stores dense tensors only; {name!r} is a {type(tensor).__name__}.')
-        if tensor.dtype not in DTYPE_NAMES:
+        if tensor.dtype not in DTYPES:
             raise OptionError(f'Cannot store tensor {name!r} of dtype {tensor.dtype} in a safetensors file; '
-                              f'supported: {", ".join(str(d) for d in DTYPE_NAMES)}.')
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        blob = flat.view(torch.uint8).numpy().tobytes()
-        header[name] = {
-            'dtype': DTYPE_NAMES[tensor.dtype],
-            'shape': list(tensor.shape),
-            'data_offsets': [offset, offset + len(blob)]
-        }
-        blobs.append(blob)
-        offset += len(blob)
-    header_bytes = json.dumps(header, separators=(',', ':')).encode('utf-8')
-    header_bytes += b' ' * (-len(header_bytes) % 8)  # padding with spaces keeps the data 8-byte aligned
-    path = str(path)
-    with atomic_open(path) as f:
-        f.write(struct.pack('<Q', len(header_bytes)))
-        f.write(header_bytes)
-        for blob in blobs:
-            f.write(blob)
+                              f'supported: {", ".join(str(d) for d in DTYPES)}.')
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.numel() and tensor.untyped_storage().data_ptr() in storages:
+            tensor = tensor.clone()  # the package refuses shared memory; a state dict's tied weights get two copies
+        storages.add(tensor.untyped_storage().data_ptr())
+        plain[name] = tensor
+    data = save_bytes(plain, metadata or None)  # built in full first: nothing is left half-written on an error
+    with atomic_open(str(path)) as f:
+        f.write(data)
 
 
 def read_safetensors(path):
@@ -91,22 +88,20 @@ def read_safetensors(path):
         path (str): The file.
 
     Returns:
-        tuple[dict[str, Tensor], dict[str, str]]: The tensors (in file order, on the CPU) and the metadata ({} when
-        the file has none).
+        tuple[dict[str, Tensor], dict[str, str]]: The tensors (on the CPU) and the metadata ({} when the file has
+        none).
 
     Raises:
-        BadFileError: The file is truncated or its header is not valid (length past the end of the file, bad JSON,
-            unknown dtype, offsets out of range, overlapping or leaving gaps, byte counts that do not fit the shape).
+        BadFileError: The file is truncated or not a valid safetensors file (the reason is in the message).
     """
-    _check_little_endian()
     path = str(path)
 
     def bad(reason):
         return BadFileError(f'{path} is not a valid safetensors file: {reason}. The file is corrupt or truncated; '
                             f'download or export it again.')
 
-    size = os.path.getsize(path)
     with open(path, 'rb') as f:
+        size = os.fstat(f.fileno()).st_size
         if size < 8:
             raise bad(f'it has {size} bytes, fewer than the 8-byte header length')
         (header_len, ) = struct.unpack('<Q', f.read(8))
@@ -115,69 +110,62 @@ def read_safetensors(path):
         if header_len > MAX_HEADER_BYTES:
             raise bad(f'the header length {header_len} is over the {MAX_HEADER_BYTES}-byte limit')
         text = f.read(header_len)
-        try:
-            header = json.loads(text.decode('utf-8'))
-        except (UnicodeDecodeError, ValueError) as error:
-            raise bad(f'its header is not valid JSON ({error})') from None
-        except RecursionError:
-            # a hostile header ([[[[... a hundred thousand levels deep); a real one is three levels deep
-            raise bad('its JSON header is nested too deeply to be a safetensors header') from None
-        if not isinstance(header, dict):
-            raise bad(f'its header is a JSON {type(header).__name__}, not an object')
-        metadata = header.pop(METADATA_KEY, None) or {}
-        if not isinstance(metadata, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise bad('its __metadata__ is not a map of strings to strings')
-        try:
-            entries = [(name, _parse_entry(name, info, bad)) for name, info in header.items()]
-        except RecursionError:  # nesting just under the decoder's limit, met again in an error message's repr
-            raise bad('its JSON header is nested too deeply to be a safetensors header') from None
-        data = f.read()
-    data_len = size - 8 - header_len
-    # The tensors must tile the data exactly, as the reference implementation requires.
-    expected_begin = 0
-    for name, (_, _, begin, end) in sorted(entries, key=lambda item: item[1][2:]):
-        if begin < expected_begin:
-            raise bad(f'tensor {name!r} (bytes {begin}-{end}) overlaps the tensor before it (which ends at '
-                      f'{expected_begin})')
-        if begin > expected_begin:
-            raise bad(f'there is a gap of unused bytes {expected_begin}-{begin} before tensor {name!r}')
-        expected_begin = end
-    if expected_begin > data_len:
-        raise bad(f'the tensors need {expected_begin} bytes of data but the file holds {data_len} after the header '
-                  f'(truncated?)')
-    if expected_begin < data_len:
-        raise bad(f'{data_len - expected_begin} bytes after the last tensor are not described by the header')
-    tensors = {}
-    for name, (dtype, shape, begin, end) in entries:
-        if end == begin:
-            tensors[name] = torch.empty(shape, dtype=dtype)
-        else:
-            # A fresh bytearray per tensor: writable and aligned for its dtype (offsets in the file need not be).
-            tensors[name] = torch.frombuffer(bytearray(data[begin:end]), dtype=dtype).reshape(shape)
+    try:
+        header = json.loads(text.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise bad(f'its header is not valid JSON ({error})') from None
+    except RecursionError:  # a real header is three levels deep
+        raise bad('its JSON header is nested too deeply to be a safetensors header') from None
+    if not isinstance(header, dict):
+        raise bad(f'its header is a JSON {type(header).__name__}, not an object')
+    metadata = header.get(METADATA_KEY) or {}
+    if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise bad('its __metadata__ is not a map of strings to strings')
+    try:
+        with safe_open(path, framework='pt') as f:
+            # clone: get_tensor's tensors map the file, which a later write to that path would change under them
+            tensors = {name: f.get_tensor(name).clone() for name in header if name != METADATA_KEY}
+    except SafetensorError as error:  # dtypes, shapes or offsets that do not describe the data
+        reason = _explain(header, size - 8 - header_len)
+        raise bad(reason or str(error).replace('Error while deserializing header: ', '')[:300]) from None
     return tensors, dict(metadata)
 
 
-def _parse_entry(name, info, bad):
-    """Check one header entry; returns (torch dtype, shape, begin, end)."""
-    if not isinstance(info, dict) or set(info) != {'dtype', 'shape', 'data_offsets'}:
-        raise bad(f'the entry of tensor {name!r} is not {{dtype, shape, data_offsets}}: {str(info)[:200]}')
-    dtype = DTYPES.get(info['dtype'])
-    if dtype is None:
-        raise bad(f'tensor {name!r} has unknown dtype {info["dtype"]!r} (known: {", ".join(DTYPES)})')
-    shape, offsets = info['shape'], info['data_offsets']
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise bad(f'tensor {name!r} has an invalid shape {shape!r}')
-    if (not isinstance(offsets, list) or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-            or offsets[1] < offsets[0]):
-        raise bad(f'tensor {name!r} has invalid data_offsets {offsets!r}')
-    begin, end = offsets
-    numel = 1
-    for dim in shape:
-        numel *= dim
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
-    if end - begin != nbytes:
-        raise bad(f'tensor {name!r} of dtype {info["dtype"]} and shape {shape} needs {nbytes} bytes but its '
-                  f'data_offsets {offsets} span {end - begin}')
-    return dtype, shape, begin, end
+def _explain(header, data_len):
+    """Which entry of a header the package refused does not fit the data, in words; None when this cannot tell."""
+    spans = []
+    for name, info in header.items():
+        if name == METADATA_KEY:
+            continue
+        if not isinstance(info, dict) or set(info) != {'dtype', 'shape', 'data_offsets'}:
+            return f'the entry of tensor {name!r} is not {{dtype, shape, data_offsets}}: {str(info)[:200]}'
+        shape, offsets = info['shape'], info['data_offsets']
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            return f'tensor {name!r} has an invalid shape {str(shape)[:100]}'
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int and o >= 0 for o in offsets)
+                or offsets[1] < offsets[0]):
+            return f'tensor {name!r} has invalid data_offsets {str(offsets)[:100]}'
+        item = ITEM_BYTES.get(info['dtype'])
+        nbytes = item * math.prod(shape) if item else None
+        if nbytes is not None and offsets[1] - offsets[0] != nbytes:
+            return (f'tensor {name!r} of dtype {info["dtype"]} and shape {shape} needs {nbytes} bytes but its '
+                    f'data_offsets {offsets} span {offsets[1] - offsets[0]}')
+        spans.append((offsets[0], offsets[1], name))
+    end = 0  # the tensors must tile the data exactly
+    for begin, stop, name in sorted(spans):
+        if begin < end:
+            return f'tensor {name!r} (bytes {begin}-{stop}) overlaps the tensor before it (which ends at {end})'
+        if begin > end:
+            return f'there is a gap of unused bytes {end}-{begin} before tensor {name!r}'
+        end = stop
+    if end > data_len:
+        return f'the tensors need {end} bytes of data but the file holds {data_len} after the header (truncated?)'
+    if end < data_len:
+        return f'{data_len - end} bytes after the last tensor are not described by the header'
+    return None
+
+
+def is_safetensors(path):
+    """True for a `.safetensors` file name."""
+    return os.fspath(path).lower().endswith('.safetensors')

@@ -12,8 +12,7 @@ import argparse
 import sys
 import warnings
 
-from gradnet_arch.cli import user_errors
-from gradnet_arch.errors import OptionError
+from gradnet_arch.errors import OptionError, user_errors
 from gradnet_arch.precision import add_precision_argument
 
 _EPILOG = ('MODEL is a shipped model name, a checkpoint (.pth/.safetensors) with embedded network options (or give '
@@ -134,8 +133,8 @@ def run(args):
 
     _check_combinations(args)
     if args.model is not None:  # a precision the device cannot run is a usage error before any slow work
+        from gradnet_arch.common.devices import resolve_device
         from gradnet_arch.precision import resolve_precision
-        from gradnet_arch.submit.inference import resolve_device
 
         resolve_precision(args.precision, resolve_device(args.device))
     common = dict(overwrite=args.overwrite, quiet=args.quiet)

@@ -16,13 +16,14 @@ already saved as PNGs named by prep's crop keys, `{image:04d}_{box:02d}.png`, op
 BasicSR's test pipeline appends; 8-bit PNGs become x / 255, 16-bit ones x / 65535.
 """
 import numpy as np
+import os
 import warnings
 from tqdm import tqdm
 
 from gradnet_arch.errors import DataError
 from gradnet_arch.prep.dnd import dnd_key, image_paths, read_crops
-from gradnet_arch.submit.files import (StagedFolder, SubmitReport, check_keys, find_keyed_pngs, full_grid,
-                                       read_result_png)
+from gradnet_arch.submit.files import (SubmitReport, check_keys, find_keyed_pngs, full_grid, read_result_png,
+                                       staged_folder)
 from gradnet_arch.submit.inference import Denoiser, check_rgb_model, load_net
 
 RELEASE_COUNTS = (50, 20)  # images, boxes per image
@@ -97,7 +98,7 @@ def submit_dnd(model,
     Returns:
         SubmitReport: What was written.
     """
-    staged = StagedFolder(out_dir, BUNDLE_PATTERN, overwrite)  # refuses before the slow part
+    staged = staged_folder(out_dir, BUNDLE_PATTERN, overwrite)  # refuses before the slow part
     boxes, paths = image_paths(root)
     _warn_counts(boxes, root)
     net, device = load_net(model, device, network_opt, param_key)
@@ -109,7 +110,7 @@ def submit_dnd(model,
             for crop in read_noisy_crops(path, number, image_boxes):
                 results.append(denoise(crop))
                 bar.update()
-            write_dnd_bundle(staged.path(bundle_name(number)), results)
+            write_dnd_bundle(os.path.join(staged.temp(out_dir), bundle_name(number)), results)
     return SubmitReport('dnd', [out_dir], sum(len(b) for b in boxes), denoise.seconds_per_megapixel, str(device))
 
 
@@ -128,7 +129,7 @@ def bundle_dnd_folder(folder, out_dir, dnd_root=None, suffix=None, overwrite=Fal
     Returns:
         SubmitReport: What was written.
     """
-    staged = StagedFolder(out_dir, BUNDLE_PATTERN, overwrite)
+    staged = staged_folder(out_dir, BUNDLE_PATTERN, overwrite)
     found = find_keyed_pngs(folder, KEY_PATTERN, '0001_01.png', suffix)
     if dnd_root is not None:
         boxes, _ = image_paths(dnd_root)
@@ -156,7 +157,7 @@ def bundle_dnd_folder(folder, out_dir, dnd_root=None, suffix=None, overwrite=Fal
                                     f'{shape[0]}x{shape[1]}; every result must keep its crop\'s size.')
                 results.append(img.astype(np.float32) / np.float32(np.iinfo(img.dtype).max))
                 bar.update()
-            write_dnd_bundle(staged.path(bundle_name(number)), results)
+            write_dnd_bundle(os.path.join(staged.temp(out_dir), bundle_name(number)), results)
     return SubmitReport('dnd', [out_dir], len(found))
 
 

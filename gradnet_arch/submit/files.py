@@ -4,16 +4,14 @@ Outputs that cannot be written (a read-only or full disk, a file in the way of a
 OutputError (exit status 2, one line); the destination is probed before the slow part, and a failure while writing
 leaves neither the output nor a temporary file behind.
 """
-import contextlib
-import cv2
 import numpy as np
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 
-from gradnet_arch.atomic_io import atomic_open, check_writable_folder, commit, make_folder, output_error
-from gradnet_arch.errors import DataError, ImageReadError, MissingFileError, OptionError, UserError
+from gradnet_arch.atomic_io import StagedFolders, atomic_open, check_new_file, check_writable_folder, make_folder
+from gradnet_arch.common.images import list_images, read_image
+from gradnet_arch.errors import DataError, MissingFileError, OptionError
 
 
 @dataclass
@@ -41,119 +39,51 @@ class SubmitReport:
         return line
 
 
-def _temp_name(path):
-    """A hidden sibling of `path` for this process: same folder, so os.replace is a rename, never a copy."""
-    parent, base = os.path.split(os.path.abspath(path))
-    return os.path.join(parent, f'.{base}.tmp-{os.getpid()}')
-
-
-def check_new_file(path, overwrite):
-    """Before any slow work: OptionError if `path` exists and `overwrite` is false, or if it is a folder; OutputError
-    if its folder cannot be written (see atomic_io.check_writable_folder)."""
-    if os.path.isdir(path):
-        raise OptionError(
-            f'{path} is a folder; give the output file name, e.g. {os.path.join(path, "SubmitSrgb.mat")}.')
-    if os.path.lexists(path) and not overwrite:
-        raise OptionError(f'{path} already exists; pass --overwrite to replace it.')
+def check_output_file(path, overwrite):
+    """Before any slow work: refuse an output file that cannot be written (atomic_io.check_new_file) or whose folder
+    is not writable (atomic_io.check_writable_folder)."""
+    check_new_file(path, overwrite)
     check_writable_folder(os.path.dirname(os.path.abspath(path)))
 
 
 def atomic_savemat(path, variables, overwrite=False):
-    """scipy.io.savemat (MATLAB v5, compressed) into a temporary file, renamed to `path` once complete."""
+    """scipy.io.savemat (MATLAB v5, compressed) into a temporary file, named `path` once complete (atomic_open)."""
     import scipy.io
 
-    check_new_file(path, overwrite)
     make_folder(os.path.dirname(os.path.abspath(path)))
     # without overwrite the file is created exclusively: one written meanwhile by another run is never replaced
     with atomic_open(path, overwrite=overwrite) as fout:  # a file object: savemat would add '.mat' to a name
         scipy.io.savemat(fout, variables, do_compression=True, oned_as='row')
 
 
-class StagedFolder:
-    """Files written into a hidden temporary folder and moved into `out_dir` only when all were written.
+def staged_folder(out_dir, pattern, overwrite=False):
+    """The output folder of a submission of several files, staged (atomic_io.StagedFolders, merged into `out_dir`).
 
     `out_dir` may exist and hold other files; files matching `pattern` (this kind of submission file) in it are
     replaced only with `overwrite`, and then the ones this run does not write are removed too, so that the folder
-    never mixes two runs. On an error nothing in `out_dir` changes.
+    never mixes two runs. On an error nothing in `out_dir` changes. The checks run now, before the slow part.
 
     Args:
         out_dir (str): The output folder.
         pattern (str): Regular expression of the names this kind of output uses (e.g. four digits + '.mat').
         overwrite (bool): Replace existing outputs.
+
+    Returns:
+        StagedFolders: Enter it, then write each file into `os.path.join(staged.temp(out_dir), name)`.
     """
-
-    def __init__(self, out_dir, pattern, overwrite=False):
-        self.out_dir = out_dir
-        self.pattern = re.compile(pattern)
-        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-            raise OptionError(f'{out_dir} is a file; -o takes the folder to write the submission files into.')
-        self.existing = sorted(n for n in os.listdir(out_dir)
-                               if self.pattern.match(n)) if os.path.isdir(out_dir) else []
-        if self.existing and not overwrite:
-            raise OptionError(f'{out_dir} already holds {len(self.existing)} submission file(s) ({self.existing[0]}, '
-                              f'...); pass --overwrite to replace them, or choose another folder.')
-        self.overwrite = overwrite
-        self.temp = _temp_name(out_dir)
-        check_writable_folder(os.path.dirname(self.temp))  # refuses before the slow part
-
-    def __enter__(self):
-        try:
-            if os.path.exists(self.temp):  # left by a killed run of a process with the same id
-                shutil.rmtree(self.temp)
-            make_folder(os.path.dirname(self.temp))
-            os.makedirs(self.temp)
-        except OSError as error:
-            raise output_error(self.out_dir, error) from None
-        return self
-
-    def path(self, name):
-        """Where to write the output file `name` now (inside the temporary folder)."""
-        return os.path.join(self.temp, name)
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                self._move_into_place()
-                return False
-            except BaseException as error:
-                exc = error
-        shutil.rmtree(self.temp, ignore_errors=True)
-        if isinstance(exc, OSError) and not isinstance(exc, UserError):  # a write failed: full disk, read-only, ...
-            raise output_error(self.out_dir, exc) from None
-        if exc_type is None:
-            raise exc
-        return False
-
-    def _move_into_place(self):
-        if not os.path.lexists(self.out_dir):
-            try:
-                os.rename(self.temp, self.out_dir)  # the whole folder at once
-                return
-            except OSError:  # another run made the folder meanwhile: move the files one by one
-                pass
-        make_folder(self.out_dir)
-        written, created = sorted(os.listdir(self.temp)), []
-        try:
-            for name in written:
-                dest = os.path.join(self.out_dir, name)
-                existed = os.path.lexists(dest)
-                # without overwrite, a file another run wrote meanwhile is never replaced (OutputExistsError)
-                commit(os.path.join(self.temp, name), dest, self.overwrite)
-                if not existed:
-                    created.append(dest)
-        except BaseException:
-            for dest in created:  # leave the folder as it was (files replaced with --overwrite stay: complete)
-                with contextlib.suppress(OSError):
-                    os.remove(dest)
-            raise
-        for name in self.existing:
-            if name not in written:
-                os.remove(os.path.join(self.out_dir, name))
-        os.rmdir(self.temp)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OptionError(f'{out_dir} is a file; -o takes the folder to write the submission files into.')
+    existing = sorted(n for n in os.listdir(out_dir) if re.match(pattern, n)) if os.path.isdir(out_dir) else []
+    if existing and not overwrite:
+        raise OptionError(f'{out_dir} already holds {len(existing)} submission file(s) ({existing[0]}, ...); pass '
+                          f'--overwrite to replace them, or choose another folder.')
+    check_writable_folder(os.path.dirname(os.path.abspath(out_dir)))
+    return StagedFolders([out_dir], overwrite, merge=pattern)
 
 
 def find_keyed_pngs(folder, key_pattern, example, suffix=None):
-    """PNGs of `folder` named `<key>.png` or `<key>_<suffix>.png` (as gradnet-test / BasicSR save results).
+    """PNGs of `folder` (common.images.list_images) named `<key>.png` or `<key>_<suffix>.png`, as gradnet-test /
+    BasicSR save results.
 
     Args:
         folder (str): The folder (not searched recursively).
@@ -169,12 +99,9 @@ def find_keyed_pngs(folder, key_pattern, example, suffix=None):
         raise MissingFileError(f'folder of denoised PNGs not found: {folder}')
     pattern = re.compile(rf'^{key_pattern}(?:_(?P<rest>.+))?$')
     found = {}
-    for name in sorted(os.listdir(folder)):
-        stem, ext = os.path.splitext(name)
-        match = pattern.match(stem)
-        if ext.lower() != '.png' or name.startswith('.') or not match:
-            continue
-        if suffix is not None and (match['rest'] or '') != suffix:
+    for name in list_images(folder, extensions=('.png', )):
+        match = pattern.match(os.path.splitext(name)[0])
+        if not match or (suffix is not None and (match['rest'] or '') != suffix):
             continue
         found.setdefault((int(match[1]), int(match[2])), []).append(name)
     if not found:
@@ -208,10 +135,7 @@ def check_keys(found, expected, folder, name):
 
 def read_result_png(path):
     """An 8- or 16-bit colour PNG as an H x W x 3 RGB array (uint8 or uint16)."""
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageReadError(f'cannot read image {path} (corrupt, truncated or not an image); denoise that input '
-                             f'again.')
+    img = read_image(path, advice='denoise that input again.')
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype not in (np.uint8, np.uint16):
         channels = 1 if img.ndim == 2 else img.shape[2]
         raise DataError(f'{path} is a {channels}-channel {img.dtype} image; the benchmark wants 8- or 16-bit colour '

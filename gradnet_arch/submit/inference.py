@@ -3,48 +3,27 @@ import numpy as np
 import time
 import torch
 
+from gradnet_arch.common.devices import resolve_device
 from gradnet_arch.errors import DataError, OptionError
-from gradnet_arch.precision import autocast, resolve_precision, to_memory_format
-
-YAML_EXTENSIONS = ('.yml', '.yaml')
-
-
-def resolve_device(device):
-    """`'auto'` (or None) -> cuda if available, else cpu; any other name is checked by gradnet_arch.pretrained."""
-    if device in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    from gradnet_arch.pretrained import resolve_device as checked_device
-
-    return checked_device(device)
+from gradnet_arch.precision import autocast, to_memory_format
+from gradnet_arch.pretrained.description import describe
 
 
-def load_model(spec, device='cpu', network_opt=None, param_key=None):
-    """The network named by `spec`, in eval mode on `device`, loaded through gradnet_arch.pretrained.
+def load_net(model, device='auto', network_opt=None, param_key=None):
+    """The network and its device for `model`, a network or a SPEC for gradnet_arch.pretrained.load_model.
 
     Args:
-        spec (str): A shipped model name, a checkpoint (.pth / .safetensors; its embedded options are used) or a
-            BasicSR option YAML (its network_g and path.pretrain_network_g).
-        device (str | torch.device): Where the network runs.
+        model (str | nn.Module): A shipped model name, a checkpoint (.pth / .safetensors; its embedded options are
+            used), a BasicSR option YAML (its network_g and path.pretrain_network_g), or a network.
+        device (str | torch.device): 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'. Default: 'auto'.
         network_opt (str | dict | None): The network's options (a YAML's path or a network_g dict) for a checkpoint
             that does not embed them.
         param_key (str | None): State-dict key in the checkpoint (None: params_ema if present, else params).
 
     Returns:
-        nn.Module: The network, gradients off, BatchNorm folded and weights channels_last (`load_pretrained`'s
-        defaults).
+        tuple[nn.Module, torch.device]: The network in eval mode with gradients off (from a SPEC: BatchNorm folded
+        and weights channels_last, `load_pretrained`'s defaults), and the device.
     """
-    from gradnet_arch.pretrained import load_pretrained
-
-    if isinstance(spec, str) and spec.lower().endswith(YAML_EXTENSIONS):
-        if network_opt is not None:
-            raise OptionError(f'--model {spec} is an option YAML, which already names the network; drop '
-                              f'--network-opt.')
-        return load_pretrained(None, device=device, param_key=param_key, network_opt=spec)
-    return load_pretrained(spec, device=device, param_key=param_key, network_opt=network_opt)
-
-
-def load_net(model, device='auto', network_opt=None, param_key=None):
-    """(network in eval mode on the device, the device) for `model`: a SPEC for load_model or an nn.Module."""
     device = resolve_device(device)
     if isinstance(model, torch.nn.Module):
         if network_opt is not None or param_key is not None:
@@ -52,23 +31,15 @@ def load_net(model, device='auto', network_opt=None, param_key=None):
         return model.eval().requires_grad_(False).to(device), device
     if not isinstance(model, str) or not model:
         raise OptionError(f'the model must be a shipped name, a checkpoint path or an option YAML, got {model!r}.')
-    return load_model(model, device, network_opt, param_key), device
+    from gradnet_arch.pretrained import load_model
 
-
-def input_channels(net):
-    """Channels the network takes: its `num_in_ch` if it has one, else the first convolution's input channels."""
-    channels = getattr(net, 'num_in_ch', None)
-    if isinstance(channels, int):
-        return channels
-    for module in net.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            return module.in_channels
-    return None  # unknown: the forward pass will tell
+    net = load_model(model, device=device, param_key=param_key, network_opt=network_opt, options_flag='--network-opt')
+    return net, device
 
 
 def check_rgb_model(net, benchmark):
     """OptionError unless `net` takes 3-channel images (SIDD and DND are colour benchmarks)."""
-    channels = input_channels(net)
+    channels = describe(net).input_channels  # None: the forward pass will tell
     if channels not in (None, 3):
         raise OptionError(f'{benchmark} is a colour (RGB) benchmark but the model {type(net).__name__} takes '
                           f'{channels}-channel images; use a colour model (e.g. gradnet_color_sigma25 or a '
@@ -93,7 +64,7 @@ class Denoiser:
     def __init__(self, net, device, precision='auto', channels_last=True):
         self.net = net
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = describe(net).precision(precision, self.device)
         self.channels_last = bool(channels_last)
         self.seconds = 0.0
         self.megapixels = 0.0

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from gradnet_arch.errors import DataError, OptionError
 from gradnet_arch.prep.sidd import BENCHMARK_NOISY_VARIABLE, block_key, load_blocks
-from gradnet_arch.submit.files import (SubmitReport, atomic_savemat, check_keys, check_new_file, find_keyed_pngs,
+from gradnet_arch.submit.files import (SubmitReport, atomic_savemat, check_keys, check_output_file, find_keyed_pngs,
                                        full_grid, read_result_png)
 from gradnet_arch.submit.inference import Denoiser, check_rgb_model, load_net, method_defaults
 
@@ -106,7 +106,7 @@ def submit_sidd(model,
         SubmitReport: What was written.
     """
     out_path = output_path(out_path)
-    check_new_file(out_path, overwrite)  # before the slow part
+    check_output_file(out_path, overwrite)  # before the slow part
     noisy = load_blocks(noisy_mat, variable)
     _warn_shape(noisy.shape, noisy_mat)
     net, device = load_net(model, device, network_opt, param_key)
@@ -154,7 +154,7 @@ def bundle_sidd_folder(folder,
         SubmitReport: What was written.
     """
     out_path = output_path(out_path)
-    check_new_file(out_path, overwrite)
+    check_output_file(out_path, overwrite)
     if time_mp is not None and not (np.isfinite(time_mp) and time_mp >= 0):
         raise OptionError(f'--time-mp must be a number of seconds >= 0, got {time_mp!r}.')
     method_data = optional_data(method)

@@ -1,0 +1,258 @@
+"""Training throughput on this machine: BasicSR's loop (1 and 2 processes) against a bare PyTorch loop.
+
+    python speed/bench_training.py [--preset demo|paper] [--amp bf16|false] [--iters 60] [--repeats 3]
+                                        [--device cpu|cuda]
+
+Every row trains the same GradNet (`--preset demo`: 32 features, 2 modules x 2 units, batch 16 of 48x48 crops;
+`paper`: 64 features, 4 x 4, batch 8 of 64x64; a frozen pre-denoiser of the same size) on the same data
+(GaussianNoiseDataset, sigma 25, one loader worker per process) with L1 + 0.1 * gradient loss and Adam, in float32
+NCHW (`--amp false`) or with bf16 autocast + channels_last (`--amp bf16`, GradNetModel's `amp` / `channels_last`).
+Throughput is measured between iteration `warmup` and the last one (start-up and warm-up excluded): from the
+timestamps of BasicSR's log lines for the BasicSR rows, with a timer for the bare loop. The median over `repeats` runs
+is printed, as a Markdown table. speed/bench_fast_path.py uses these functions for its training table.
+"""
+import argparse
+import datetime
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import yaml
+
+PRESETS = {
+    'demo': {
+        'net': {
+            'num_in_ch': 3,
+            'num_feat': 32,
+            'num_modules': 2,
+            'num_units': 2
+        },
+        'batch': 16,
+        'crop': 48
+    },
+    'paper': {
+        'net': {
+            'num_in_ch': 3,
+            'num_feat': 64,
+            'num_modules': 4,
+            'num_units': 4
+        },
+        'batch': 8,
+        'crop': 64
+    },
+}
+WARMUP = 10
+
+
+def write_images(folder, count=8):
+    import cv2
+    import numpy as np
+
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.RandomState(0)
+    for i in range(count):
+        img = cv2.GaussianBlur(rng.randint(0, 256, (160, 160, 3)).astype(np.uint8), (0, 0), 2 + i % 3)
+        cv2.imwrite(os.path.join(folder, f'{i:02d}.png'), img)
+    return folder
+
+
+def dataset_opt(folder, preset):
+    return {
+        'name': 'bench',
+        'type': 'GaussianNoiseDataset',
+        'dataroot_gt': folder,
+        'color': 'rgb',
+        'sigma': 25,
+        'gt_size': PRESETS[preset]['crop'],
+        'use_hflip': True,
+        'use_rot': True,
+        'io_backend': {
+            'type': 'disk'
+        },
+        'num_worker_per_gpu': 1,
+        'batch_size_per_gpu': PRESETS[preset]['batch'],
+        'dataset_enlarge_ratio': 1000,
+        'prefetch_mode': None,
+        'phase': 'train'
+    }
+
+
+def stage1_checkpoint(root, preset):
+    import torch
+
+    from gradnet_arch import MSKResNet
+
+    path = os.path.join(root, f'stage1_{preset}.pth')
+    torch.save({'params': MSKResNet(**PRESETS[preset]['net']).state_dict()}, path)
+    return path
+
+
+def network(stage1, preset):
+    net = PRESETS[preset]['net']
+    return dict(net, type='GradNet', global_residual=True, predenoiser=dict(net, type='MSKResNet', pretrained=stage1))
+
+
+def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=False, warmup=WARMUP):
+    """iterations/s of `gradnet-train` (BasicSR's loop) with `procs` processes."""
+    name = f'bench_{preset}_{amp}_{procs}p_{time.monotonic_ns()}'
+    opt = {
+        'name': name,
+        'model_type': 'GradNetModel',
+        'num_gpu': 1 if device == 'cuda' else 0,
+        'manual_seed': 1,
+        'amp': amp,
+        'channels_last': bool(amp),
+        'datasets': {
+            'train': dict(dataset_opt(folder, preset))
+        },
+        'network_g': network(stage1, preset),
+        'path': {
+            'pretrain_network_g': None,
+            'resume_state': None
+        },
+        'train': {
+            'ema_decay': 0,
+            'optim_g': {
+                'type': 'Adam',
+                'lr': 1e-3
+            },
+            'scheduler': {
+                'type': 'MultiStepLR',
+                'milestones': [10**9]
+            },
+            'total_iter': iters,
+            'pixel_opt': {
+                'type': 'L1Loss'
+            },
+            'gradient_opt': {
+                'type': 'GradientConsistencyLoss',
+                'loss_weight': 0.1
+            }
+        },
+        'logger': {
+            'print_freq': 1,
+            'save_checkpoint_freq': 10**9,
+            'use_tb_logger': False
+        }
+    }
+    del opt['datasets']['train']['phase']
+    opt_file = os.path.join(root, f'{name}.yml')
+    with open(opt_file, 'w') as f:
+        yaml.safe_dump(opt, f)
+    cmd = [sys.executable, '-m', 'gradnet_arch.train', '-opt', opt_file]
+    if procs > 1:
+        cmd = [
+            sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={procs}', '--master_port=29655', '-m',
+            'gradnet_arch.train', '-opt', opt_file, '--launcher', 'pytorch'
+        ]
+    subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    log_dir = os.path.join(root, 'experiments', name)
+    log = open(os.path.join(log_dir, [f for f in os.listdir(log_dir) if f.endswith('.log')][0])).read()
+    stamps = {
+        int(i): datetime.datetime.strptime(t, '%Y-%m-%d %H:%M:%S,%f')
+        for t, i in re.findall(r'^(\S+ \S+) INFO: \[.*?iter:\s+(\d+),', log, re.M)
+    }
+    return (iters - warmup) / (stamps[iters] - stamps[warmup]).total_seconds()
+
+
+def bare_run(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP):
+    """iterations/s of the bare loop (`bare_loop`), in a fresh process like `gradnet-train`'s, so both start alike."""
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__), '--bare-worker', folder, stage1, '--iters',
+        str(iters), '--device', device, '--preset', preset, '--amp',
+        str(amp).lower(), '--warmup',
+        str(warmup)
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP):
+    """The same net, data, losses and optimizer in a plain PyTorch loop (no BasicSR model, logger or prefetcher)."""
+    import torch
+    from basicsr.archs import build_network
+    from basicsr.data import build_dataset
+
+    from gradnet_arch import GradientConsistencyLoss
+    from gradnet_arch.precision import amp_precision, autocast, memory_format, to_memory_format
+
+    precision, _ = amp_precision(amp, device)
+    torch.manual_seed(1)
+    net = build_network(network(stage1, preset)).to(device, memory_format=memory_format(bool(amp))).train()
+    optimizer = torch.optim.Adam(net.own_parameters(), lr=1e-3)
+    grad_loss = GradientConsistencyLoss(loss_weight=0.1).to(device)
+    dataset = build_dataset(dataset_opt(folder, preset))
+    batch_size = PRESETS[preset]['batch']
+    # as many random samples as the run needs (BasicSR's enlarged sampler does the same for its loop)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=iters * batch_size)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=1, drop_last=True)
+
+    start = None
+    for i, batch in enumerate(loader, 1):
+        if i == warmup + 1:
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        lq = to_memory_format(batch['lq'].to(device), bool(amp))
+        gt = to_memory_format(batch['gt'].to(device), bool(amp))
+        with autocast(precision, device):
+            out = net(lq)
+        out = out.float()
+        loss = (out - gt).abs().mean() + grad_loss(out, gt)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if i == iters:
+            break
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    return (iters - warmup) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--preset', default='demo', choices=sorted(PRESETS))
+    parser.add_argument('--amp', default='false', choices=['false', 'bf16', 'fp16'])
+    parser.add_argument('--iters', type=int, default=60)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--warmup', type=int, default=WARMUP, help='iterations before the clock starts')
+    parser.add_argument('--bare-worker', nargs=2, metavar=('FOLDER', 'STAGE1'), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    import torch
+
+    amp = False if args.amp == 'false' else args.amp
+    if args.bare_worker:  # one bare-loop run in this fresh process; prints its iterations/s
+        print(bare_loop(*args.bare_worker, args.iters, args.device, args.preset, amp, args.warmup))
+        return
+    kwargs = dict(preset=args.preset, amp=amp, warmup=args.warmup)
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        folder = write_images(os.path.join(root, 'images'))
+        stage1 = stage1_checkpoint(root, args.preset)
+        cases = [('bare PyTorch loop', 1, lambda: bare_run(folder, stage1, args.iters, args.device, **kwargs)),
+                 ('BasicSR loop (gradnet-train)', 1,
+                  lambda: basicsr_run(root, folder, stage1, 1, args.iters, args.device, **kwargs))]
+        if args.device == 'cpu' or torch.cuda.device_count() > 1:
+            cases.append(('BasicSR loop, torchrun DDP', 2,
+                          lambda: basicsr_run(root, folder, stage1, 2, args.iters, args.device, **kwargs)))
+        for label, procs, fn in cases:
+            speeds = [fn() for _ in range(args.repeats)]
+            rows.append((label, procs, statistics.median(speeds)))
+            print(f'[bench] {label}: {", ".join(f"{s:.2f}" for s in speeds)} it/s', file=sys.stderr, flush=True)
+    bare = rows[0][2]
+    batch, crop = PRESETS[args.preset]['batch'], PRESETS[args.preset]['crop']
+    print(f'\nGradNet {args.preset} size, batch {batch} x {crop}x{crop} per process, amp {args.amp}, device '
+          f'{args.device}, torch {torch.__version__}, {os.cpu_count()} CPU cores, median of {args.repeats}\n')
+    print('| loop | processes | iterations/s | images/s | time per image vs bare loop |\n|---|---|---|---|---|')
+    for label, procs, speed in rows:
+        images = speed * batch * procs
+        print(f'| {label} | {procs} | {speed:.2f} | {images:.1f} | {bare * batch / images:.2f}x |')
+
+
+if __name__ == '__main__':
+    main()
