@@ -17,6 +17,7 @@ import sys
 
 RUN_COLUMNS = ('variant', 'seed', 'iterations', 'psnr', 'ssim', 'psnr_texture', 'psnr_smooth')
 METRICS = ('psnr', 'ssim', 'psnr_texture', 'psnr_smooth')
+OFF_SCALE = 1.5  # dB below the method: drawn as text, not as a point
 
 
 def collect(runs):
@@ -74,18 +75,19 @@ def summary_tables(rows, stage1, descriptions):
     ]
     for variant, seeds in by_variant.items():
         psnr = mean_spread([r['psnr'] for r in seeds.values()])
-        lines.append(f'| {variant} | {descriptions[variant]} | {len(seeds)} | {_fmt(psnr[0])} | {_fmt(psnr[1])} | '
-                     f'{_fmt(statistics.fmean(r["ssim"] for r in seeds.values()), 4)} | '
-                     f'{_fmt(statistics.fmean(r["psnr_texture"] for r in seeds.values()))} | '
-                     f'{_fmt(statistics.fmean(r["psnr_smooth"] for r in seeds.values()))} |')
+        lines.append(
+            f'| {variant} | {descriptions[variant]} | {len(seeds)} | {_fmt(psnr[0], 3)} | {_fmt(psnr[1], 3)} | '
+            f'{_fmt(statistics.fmean(r["ssim"] for r in seeds.values()), 4)} | '
+            f'{_fmt(statistics.fmean(r["psnr_texture"] for r in seeds.values()))} | '
+            f'{_fmt(statistics.fmean(r["psnr_smooth"] for r in seeds.values()))} |')
     if stage1 is not None:
         lines.append(f'| (stage 1) | the frozen pre-denoiser of every GradNet run | -- | {_fmt(stage1["psnr"])} | -- | '
                      f'{_fmt(stage1["ssim"], 4)} | {_fmt(stage1["psnr_texture"])} | {_fmt(stage1["psnr_smooth"])} |')
     lines += [
         '', 'Paired difference to the method (variant - gradnet, same seed), in dB: mean, std and 95% '
         't-interval over the seeds both have; per seed in brackets.', '',
-        '| variant | seeds | PSNR diff | 95% CI | texture diff | smooth diff | per seed (PSNR) |',
-        '| --- | ---: | ---: | --- | ---: | ---: | --- |'
+        '| variant | seeds | PSNR diff | std | 95% CI | texture diff | smooth diff | per seed (PSNR) |',
+        '| --- | ---: | ---: | ---: | --- | ---: | ---: | --- |'
     ]
     method = by_variant.get('gradnet', {})
     for variant, seeds in by_variant.items():
@@ -96,19 +98,19 @@ def summary_tables(rows, stage1, descriptions):
             continue
         diff = {key: [seeds[s][key] - method[s][key] for s in common] for key in METRICS}
         psnr = mean_spread(diff['psnr'])
-        interval = '--' if math.isnan(psnr[2]) else f'[{psnr[0] - psnr[2]:+.2f}, {psnr[0] + psnr[2]:+.2f}]'
+        interval = '--' if math.isnan(psnr[2]) else f'[{psnr[0] - psnr[2]:+.3f}, {psnr[0] + psnr[2]:+.3f}]'
         per_seed = ', '.join(f'{s}: {d:+.3f}' for s, d in zip(common, diff['psnr']))
-        lines.append(f'| {variant} | {len(common)} | {_fmt(psnr[0], sign=True)} | {interval} | '
-                     f'{_fmt(statistics.fmean(diff["psnr_texture"]), sign=True)} | '
-                     f'{_fmt(statistics.fmean(diff["psnr_smooth"]), sign=True)} | {per_seed} |')
+        lines.append(f'| {variant} | {len(common)} | {_fmt(psnr[0], 3, sign=True)} | {_fmt(psnr[1], 3)} | {interval} | '
+                     f'{_fmt(statistics.fmean(diff["psnr_texture"]), 3, sign=True)} | '
+                     f'{_fmt(statistics.fmean(diff["psnr_smooth"]), 3, sign=True)} | {per_seed} |')
     if stage1 is not None and method:
         diff = [r['psnr'] - stage1['psnr'] for r in method.values()]
         texture = [r['psnr_texture'] - stage1['psnr_texture'] for r in method.values()]
         smooth = [r['psnr_smooth'] - stage1['psnr_smooth'] for r in method.values()]
         lines += [
-            '', f'The method against its own frozen pre-denoiser: {_fmt(statistics.fmean(diff), sign=True)} dB '
-            f'PSNR (texture {_fmt(statistics.fmean(texture), sign=True)}, smooth '
-            f'{_fmt(statistics.fmean(smooth), sign=True)}; per seed ' + ', '.join(f'{d:+.3f}' for d in diff) + ').'
+            '', f'The method against its own frozen pre-denoiser: {_fmt(statistics.fmean(diff), 3, sign=True)} dB '
+            f'PSNR (texture {_fmt(statistics.fmean(texture), 3, sign=True)}, smooth '
+            f'{_fmt(statistics.fmean(smooth), 3, sign=True)}; per seed ' + ', '.join(f'{d:+.3f}' for d in diff) + ').'
         ]
     return '\n'.join(lines) + '\n'
 
@@ -123,37 +125,47 @@ def write_plot(rows, stage1, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    variants = list(dict.fromkeys(row['variant'] for row in rows))
+    method = {r['seed']: r for r in rows if r['variant'] == 'gradnet'}
+    reference = statistics.fmean(r['psnr'] for r in method.values()) if method else max(r['psnr'] for r in rows)
+    # A variant that did not train to a usable denoiser (more than OFF_SCALE dB below the method) would squash the
+    # scale of the others: it is named in the panel with its value instead of drawn.
+    means = {
+        v: statistics.fmean(r['psnr'] for r in rows if r['variant'] == v)
+        for v in dict.fromkeys(r['variant'] for r in rows)
+    }
+    variants = [v for v, m in means.items() if m >= reference - OFF_SCALE]
+    off_scale = [f'{v}: {m:.2f} dB' for v, m in means.items() if m < reference - OFF_SCALE]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={'width_ratios': [3, 2]})
     for i, variant in enumerate(variants):
         values = [r['psnr'] for r in rows if r['variant'] == variant]
         left.scatter([i] * len(values), values, color='tab:blue', zorder=3, s=18)
-        left.hlines(statistics.fmean(values), i - 0.3, i + 0.3, color='black')
+        left.hlines(means[variant], i - 0.3, i + 0.3, color='black')
     if stage1 is not None:
         left.axhline(stage1['psnr'], color='tab:red', linestyle='--', label=f'frozen stage 1 ({stage1["psnr"]:.2f} dB)')
-        left.legend(loc='lower left')
+        left.legend(loc='best')
+    if off_scale:
+        left.text(0.99, 0.98, 'off scale: ' + ', '.join(off_scale), transform=left.transAxes, ha='right', va='top')
     left.set_xticks(range(len(variants)), variants, rotation=30, ha='right')
     left.set_ylabel('PSNR on CBSD68, sigma 25 (dB)')
     left.set_title('every run (dots: seeds, line: mean)')
     left.grid(axis='y', alpha=0.3)
-    method = {r['seed']: r for r in rows if r['variant'] == 'gradnet'}
     others = [v for v in variants if v != 'gradnet']
     for j, (key, colour) in enumerate((('psnr_texture', 'tab:green'), ('psnr_smooth', 'tab:orange'))):
-        means = []
+        diffs = []
         for variant in others:
-            diffs = [r[key] - method[r['seed']][key] for r in rows if r['variant'] == variant and r['seed'] in method]
-            means.append(statistics.fmean(diffs) if diffs else math.nan)
+            paired = [r[key] - method[r['seed']][key] for r in rows if r['variant'] == variant and r['seed'] in method]
+            diffs.append(statistics.fmean(paired) if paired else math.nan)
         right.barh([k + 0.2 * (1 - 2 * j) for k in range(len(others))],
-                   means,
+                   diffs,
                    height=0.4,
                    color=colour,
                    label=key.replace('psnr_', '') + ' pixels')
     right.axvline(0, color='black', linewidth=0.8)
     right.set_yticks(range(len(others)), others)
     right.invert_yaxis()
-    right.set_xlabel('variant - gradnet, paired by seed (dB)')
+    right.set_xlabel('variant - gradnet, paired by seed, mean (dB)')
     right.set_title('texture vs smooth regions')
-    right.legend(loc='lower left')
+    right.legend(loc='best')
     right.grid(axis='x', alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

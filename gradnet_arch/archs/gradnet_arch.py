@@ -6,6 +6,7 @@ from torch import nn
 from gradnet_arch.archs.mskresnet_arch import MSKBody, check_input_channels
 from gradnet_arch.archs.predenoiser import build_predenoiser
 from gradnet_arch.archs.sobel import Sobel
+from gradnet_arch.archs.warm_start import check_embeddable, embed_predenoiser
 from gradnet_arch.errors import OptionError
 from gradnet_arch.registry import register, reject_unknown_options
 
@@ -40,6 +41,10 @@ class GradNet(nn.Module):
         predenoiser (dict | None): Pre-denoiser option dict (required for gradient_source 'denoised'): `type` of
             any registered arch plus its options, and `pretrained` (stage-1 checkpoint), `param_key`, `strict`.
             Its weights are saved inside GradNet's state dict under `predenoiser.`.
+        init_from_predenoiser (bool): Start GradNet's own layers from the pre-denoiser's weights (an MSKResNet of
+            the same size and residual), function-preserving: every weight that reads a gradient channel starts at
+            zero, so before training GradNet computes exactly its pre-denoiser's output and training can only add to
+            it (archs/warm_start.py). Fusion I-III only. Default: False (the paper's recipe: random initialisation).
     """
 
     def __init__(self,
@@ -53,6 +58,7 @@ class GradNet(nn.Module):
                  gradient_source='denoised',
                  fusion='II',
                  predenoiser=None,
+                 init_from_predenoiser=False,
                  **unknown):
         super().__init__()
         reject_unknown_options('GradNet', unknown, GradNet.__init__)
@@ -92,6 +98,20 @@ class GradNet(nn.Module):
         elif predenoiser is not None:
             raise OptionError(f'GradNet: a predenoiser is given but gradient_source is {gradient_source!r}; it would '
                               f'never run. Remove it or set gradient_source: denoised.')
+        if init_from_predenoiser:
+            if gradient_source != 'denoised':
+                raise OptionError(f'GradNet: init_from_predenoiser copies the pre-denoiser, but gradient_source is '
+                                  f'{gradient_source!r} (no pre-denoiser). Set gradient_source: denoised or '
+                                  f'init_from_predenoiser: false.')
+            own = dict(
+                num_feat=num_feat,
+                num_modules=num_modules,
+                num_units=num_units,
+                batch_norm=batch_norm,
+                reduction=reduction,
+                global_residual=global_residual)
+            check_embeddable(own, predenoiser, fusion)
+            embed_predenoiser(self)
 
     def train(self, mode=True):
         """Switch modes but keep the frozen pre-denoiser in eval (its BatchNorm statistics never move)."""
