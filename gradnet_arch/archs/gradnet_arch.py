@@ -98,6 +98,8 @@ class GradNet(nn.Module):
         elif predenoiser is not None:
             raise OptionError(f'GradNet: a predenoiser is given but gradient_source is {gradient_source!r}; it would '
                               f'never run. Remove it or set gradient_source: denoised.')
+        if not isinstance(init_from_predenoiser, bool):
+            raise OptionError(f'GradNet: init_from_predenoiser must be true or false, got {init_from_predenoiser!r}.')
         if init_from_predenoiser:
             if gradient_source != 'denoised':
                 raise OptionError(f'GradNet: init_from_predenoiser copies the pre-denoiser, but gradient_source is '

@@ -52,6 +52,9 @@ def test_weights_reading_the_gradient_start_at_zero_and_learn(stage1, fusion):
     ({
         'global_residual': False
     }, 'global_residual'),
+    ({
+        'init_from_predenoiser': 'yes'
+    }, 'must be true or false'),
 ])
 def test_clear_errors_where_no_copy_is_exact(stage1, change, message):
     opt = gradnet_network(stage1[0], init_from_predenoiser=True)
