@@ -9,6 +9,7 @@ stage 1 every GradNet run uses, tested the same way.
 """
 import csv
 import glob
+import io
 import math
 import os
 import shutil
@@ -168,8 +169,19 @@ def write_plot(rows, stage1, path):
     right.legend(loc='best')
     right.grid(axis='x', alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from gradnet_arch.atomic_io import atomic_open
+
+    with atomic_open(path) as f:
+        fig.savefig(f, format='png', dpi=110)
     plt.close(fig)
+
+
+def _write(path, text):
+    """Whole or not at all, through the project's one staged writer."""
+    from gradnet_arch.atomic_io import atomic_open
+
+    with atomic_open(path) as f:
+        f.write(text.encode('utf-8'))
 
 
 def write_report(runs, docs):
@@ -182,19 +194,19 @@ def write_report(runs, docs):
     if not rows:
         sys.exit('no finished runs to report')
     os.makedirs(os.path.join(docs, 'logs'), exist_ok=True)
-    with open(os.path.join(docs, 'runs.csv'), 'w', newline='', encoding='utf-8') as f:
-        writer = csv.DictWriter(f, fieldnames=RUN_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f'{row[k]:.4f}' if k in METRICS else row[k]) for k in RUN_COLUMNS})
+    table = io.StringIO(newline='')
+    writer = csv.DictWriter(table, fieldnames=RUN_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f'{row[k]:.4f}' if k in METRICS else row[k]) for k in RUN_COLUMNS})
+    _write(os.path.join(docs, 'runs.csv'), table.getvalue())
     stage1_csv = study.eval_csv(study.STAGE1_LABEL)
     stage1 = None
     if os.path.isfile(stage1_csv):
         stage1 = {key: float(value) for key, value in study.read_eval(stage1_csv).items() if key in METRICS}
     descriptions = dict(study.VARIANTS)
     text = summary_tables(rows, stage1, descriptions)
-    with open(os.path.join(docs, 'summary.md'), 'w', encoding='utf-8') as f:
-        f.write('# Ablation summary (written by scripts/run_ablation.py)\n\n' + text)
+    _write(os.path.join(docs, 'summary.md'), '# Ablation summary (written by scripts/run_ablation.py)\n\n' + text)
     write_plot(rows, stage1, os.path.join(docs, 'ablation.png'))
     for row in rows:
         name = study.run_name(row['variant'], row['seed'])

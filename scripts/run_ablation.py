@@ -93,15 +93,18 @@ def write_predenoiser():
 
 def write_run_options(variant, seed):
     """The run's option file: the variant's file with name and manual_seed changed; an existing different one stops."""
+    import json
     import yaml
 
+    from gradnet_arch.atomic_io import atomic_open
     from gradnet_arch.option_check import read_option_file
 
     opt = read_option_file(base_option_path(variant))
     opt['name'] = run_name(variant, seed)
     opt['manual_seed'] = seed
     text = (f'# {run_name(variant, seed)}: {base_option_path(variant)[len(REPO) + 1:]} with seed {seed} '
-            f'(written by scripts/run_ablation.py)\n' + yaml.safe_dump(_plain(opt), sort_keys=False, width=120))
+            f'(written by scripts/run_ablation.py)\n' +
+            yaml.safe_dump(json.loads(json.dumps(opt)), sort_keys=False, width=120))  # plain dicts
     path = os.path.join('ablation', 'options', f'{run_name(variant, seed)}.yml')
     if os.path.isfile(path):
         with open(path, encoding='utf-8') as f:
@@ -110,17 +113,9 @@ def write_run_options(variant, seed):
                          f'{run_name(variant, seed)}/ away, or delete them, to start this run afresh.')
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'x', encoding='utf-8') as f:
-        f.write(text)
+    with atomic_open(path, overwrite=False) as f:
+        f.write(text.encode('utf-8'))
     return path
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def trained(name):

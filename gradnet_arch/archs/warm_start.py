@@ -11,9 +11,11 @@ gradient channels pass through each module unchanged in value (ResUnits leave th
 module's fuse conv copies them through with an identity kernel; the attention never mixes them into the features),
 so every module can learn to use them.
 """
+import inspect
 import torch
 from torch import nn
 
+from gradnet_arch.archs.mskresnet_arch import MSKResNet
 from gradnet_arch.errors import OptionError
 
 # GradNet options that must equal stage 1's for the embedding to be exact
@@ -29,10 +31,10 @@ def check_embeddable(gradnet_opts, predenoiser_opts, fusion):
     if predenoiser_opts.get('type') != 'MSKResNet':
         raise OptionError(f'GradNet: init_from_predenoiser copies an MSKResNet pre-denoiser, got '
                           f'{predenoiser_opts.get("type")!r}. Set init_from_predenoiser: false.')
-    defaults = {'num_feat': 64, 'num_modules': 4, 'num_units': 4, 'batch_norm': True, 'reduction': 16}
+    defaults = {k: p.default for k, p in inspect.signature(MSKResNet).parameters.items() if k in SAME_SIZE_KEYS}
+    stage1 = {key: predenoiser_opts.get(key, defaults[key]) for key in SAME_SIZE_KEYS}
     differ = [
-        f'{key} {gradnet_opts[key]} vs {predenoiser_opts.get(key, defaults.get(key, True))}' for key in SAME_SIZE_KEYS
-        if gradnet_opts[key] != predenoiser_opts.get(key, defaults.get(key, True))
+        f'{key} {gradnet_opts[key]} vs {stage1[key]}' for key in SAME_SIZE_KEYS if gradnet_opts[key] != stage1[key]
     ]
     if differ:
         raise OptionError(
