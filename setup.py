@@ -92,8 +92,8 @@ setup(
     # `losses/` at the repository root is a checkout-only alias of gradnet_arch.losses: never installed.
     packages=find_packages(include=['gradnet_arch', 'gradnet_arch.*']),
     py_modules=['gradnet_basicsr_autoload'],
-    # The shipped pretrained weights and their checksum manifest.
-    package_data={'gradnet_arch.pretrained': ['weights/*.pth', 'weights/*.json']},
+    # The shipped pretrained weights (.safetensors, and the same tensors in BasicSR's .pth) and their checksum manifest.
+    package_data={'gradnet_arch.pretrained': ['weights/*.safetensors', 'weights/*.pth', 'weights/*.json']},
     # Lower bounds only: BasicSR itself is an extra so that an existing BasicSR (editable checkout or PyPI's) is never
     # replaced or shadowed. requirements.txt pins the tested set.
     install_requires=[

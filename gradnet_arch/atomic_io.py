@@ -176,7 +176,8 @@ def commit_files(pairs, overwrite=True):
     created are removed again before the error propagates (files that `overwrite` replaced stay: they are complete).
 
     Args:
-        pairs (list[tuple[str, str]]): (temporary file, final path) pairs.
+        pairs (list[tuple]): (temporary file, final path) pairs, or (temporary file, final path, overwrite) triples
+            whose own `overwrite` replaces the call's for that file.
         overwrite (bool): Replace existing files; otherwise an existing one raises OutputExistsError. Default: True.
 
     Returns:
@@ -184,9 +185,9 @@ def commit_files(pairs, overwrite=True):
     """
     created = []
     try:
-        for temp, path in pairs:
+        for temp, path, *own in pairs:
             existed = os.path.lexists(path)
-            commit(temp, path, overwrite)
+            commit(temp, path, own[0] if own else overwrite)
             if not existed:
                 created.append(path)
     except BaseException:
@@ -205,7 +206,9 @@ def write_files(files, overwrite=True):
     `overwrite` already replaced stay replaced: they are complete new files.)
 
     Args:
-        files (list[tuple[str, bytes]]): (path, contents) pairs; the paths' folders must exist.
+        files (list[tuple]): (path, contents) pairs, or (path, contents, overwrite) triples whose own `overwrite`
+            replaces the call's for that file (a manifest that is always replaced next to files that may not be);
+            the paths' folders must exist.
         overwrite (bool): Replace existing files; otherwise an existing one raises OutputExistsError. Default: True.
 
     Returns:
@@ -213,7 +216,7 @@ def write_files(files, overwrite=True):
     """
     temps = []
     try:
-        for path, data in files:
+        for path, data, *_ in files:
             temp = temp_name(path)
             temps.append(temp)
             try:
@@ -223,12 +226,12 @@ def write_files(files, overwrite=True):
                     os.fsync(f.fileno())
             except OSError as error:
                 raise output_error(path, error) from None
-        commit_files(list(zip(temps, (path for path, _ in files))), overwrite)
+        commit_files([(temp, path, *own) for temp, (path, _, *own) in zip(temps, files)], overwrite)
     finally:
         for temp in temps:
             with contextlib.suppress(OSError):
                 os.remove(temp)
-    return [path for path, _ in files]
+    return [path for path, *_ in files]
 
 
 def _pid_alive(pid):

@@ -65,16 +65,17 @@ def plan(seeds, fusion_seeds):
     return runs
 
 
-def write_predenoiser():
-    """The shipped colour model's frozen stage 1 as a BasicSR checkpoint (`params_ema`, with its network options)."""
+def write_predenoiser(source=SHIPPED):
+    """The frozen stage 1 of a GradNet (`source`: a shipped name or a GradNet checkpoint file; default the shipped
+    colour model) as a BasicSR checkpoint (`params_ema`, with its network options)."""
     if os.path.isfile(PREDENOISER):
         return
     from gradnet_arch.pretrained import model_info, read_checkpoint, save_checkpoint
 
-    info = model_info(SHIPPED)
+    info = model_info(source) or ({'path': source} if os.path.isfile(source) else None)
     if info is None:
-        sys.exit(f'the shipped model {SHIPPED} is missing from this installation; reinstall gradnet-basicsr.')
-    ckpt = read_checkpoint(info['path'])  # checks the manifest's size and SHA-256
+        sys.exit(f'--stage1-from {source}: neither a shipped model nor a checkpoint file.')
+    ckpt = read_checkpoint(info['path'])  # a shipped file's size and SHA-256 are checked
     prefix = 'predenoiser.'
     state = {k[len(prefix):]: v for k, v in ckpt['params'].items() if k.startswith(prefix)}
     network = {
@@ -87,8 +88,8 @@ def write_predenoiser():
         params=state,
         params_ema=state,
         network_opt=network,
-        meta={'source': f'{SHIPPED} (predenoiser.* weights: stage 1 EMA weights)'})
-    print(f'wrote {PREDENOISER} from {SHIPPED}', flush=True)
+        meta={'source': f'{source} (predenoiser.* weights: stage 1 EMA weights)'})
+    print(f'wrote {PREDENOISER} from {source}', flush=True)
 
 
 def write_run_options(variant, seed):
@@ -185,6 +186,11 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time')
     parser.add_argument('--threads', type=int, default=1, help='threads per run (small nets use 2 cores poorly)')
     parser.add_argument('--report-only', action='store_true', help='only write the report from the finished runs')
+    parser.add_argument(
+        '--stage1-from',
+        default=SHIPPED,
+        help=f'GradNet whose frozen stage 1 every run shares: a shipped name or a checkpoint (default {SHIPPED}; the '
+        f'published study used its first release, see docs/ablation.md)')
     parser.add_argument('--no-report', action='store_true', help='train and test only')
     parser.add_argument('--docs', default=os.path.join(REPO, 'docs', 'ablation'), help='folder of the report')
     args = parser.parse_args(argv)
@@ -193,7 +199,7 @@ def main(argv=None):
     runs = plan(args.seeds, args.fusion_seeds)
     if not args.report_only:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        write_predenoiser()
+        write_predenoiser(args.stage1_from)
         test_predenoiser(env)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             failures = []

@@ -283,6 +283,16 @@ def run_benchmark(nets, classical, cases, device, eps=1.0, quiet=False, log=prin
     return rows, per_image
 
 
+def note_untrained_sigmas(nets, sigmas, log=print):
+    """One note per network tested at AWGN levels it was not trained for: another sigma than a non-blind model's, or
+    one outside a blind model's range (networks whose files do not say are not mentioned)."""
+    for net in nets:
+        others = [sigma for sigma in sigmas if net.description.fits_sigma(sigma) is False]
+        if others:
+            log(f'Note: {net.label} was trained for {net.description.noise()}; it is also tested at sigma '
+                f'{", ".join(f"{sigma:g}" for sigma in others)}.')
+
+
 def main(argv=None):
     """Entry point. `argv` defaults to sys.argv[1:]."""
     import gradnet_arch  # noqa: F401  (registers the archs, so that option dicts can name them)
@@ -319,6 +329,8 @@ def run(args):
         raise OptionError(f'Two models are labelled {duplicates[0]!r}; give each --model its own LABEL=.')
     color = choose_color(args.color, nets)
     cases = build_cases(args.set, args.pairs, sigmas, color, args.max_images, args.noise_seed)
+    if args.set:
+        note_untrained_sigmas(nets, sigmas, log=lambda text: print(text, file=sys.stderr))
     rows, per_image = run_benchmark(
         nets, classical, cases, device, args.eps, args.quiet, log=lambda text: print(text, file=sys.stderr))
     print(markdown_table(rows))
@@ -342,6 +354,10 @@ def run(args):
             'sets': args.set,
             'pairs': args.pairs,
             'sigmas': sigmas,
+            'training_noise': {
+                net.label: net.description.noise()
+                for net in nets
+            },
             'torch': torch.__version__,
             'python': platform.python_version(),
         }

@@ -145,6 +145,7 @@ class NetDenoiser:
         self.net = net
         self.device = torch.device(device)
         description = describe(net)
+        self.description = description  # also the noise it was trained for (a sigma, a blind range, or unknown)
         self.precision = description.precision(precision, self.device)
         self.channels_last = bool(channels_last)
         self.memory_format = 'channels_last' if self.channels_last else 'contiguous'

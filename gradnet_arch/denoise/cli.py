@@ -15,7 +15,7 @@ from gradnet_arch.errors import MissingFileError, OptionError, OutputExistsError
 from gradnet_arch.precision import add_precision_argument, resolve_precision
 from gradnet_arch.pretrained.description import describe
 
-DEFAULT_MODEL = 'gradnet_color_sigma25'
+DEFAULT_MODEL = 'gradnet_color_sigma25'  # best on real photos with ground truth (PolyU): README, Which model for photos
 
 DESCRIPTION = """Denoise photos with a pretrained GradNet.
 
@@ -27,7 +27,12 @@ without --overwrite (they are reported and skipped), not even one another run wr
 written under a temporary name and then created exclusively (with --overwrite, replaced atomically).
 """
 
-EPILOG = f"""channels:
+EPILOG = f"""models:
+  --model takes a shipped model (gradnet_arch.pretrained.list_pretrained() lists them) or a checkpoint. None takes a
+  noise level: a non-blind model (such as the default, {DEFAULT_MODEL}) suits noise near the sigma it was trained
+  for, a blind one (its manifest's sigma_range: gradnet_color_blind covers sigma 0-55) the levels of its range.
+
+channels:
   A colour model on a grey photo denoises the grey copied to R, G and B and writes back one channel (the mean of the
   three outputs). A grey model refuses colour photos; --per-channel denoises R, G and B separately with it.
 

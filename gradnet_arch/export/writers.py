@@ -19,6 +19,8 @@ WEIGHTS_FILE = 'model.safetensors'
 CONFIG_FILE = 'config.json'
 CARD_FILE = 'README.md'
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The meta fields of the training noise, shown as one row of the model card.
+NOISE_KEYS = ('sigma', 'sigma_range')
 
 
 def max_difference(reference, run, inputs):
@@ -122,7 +124,11 @@ def model_card(source, hub):
                         if key not in ('type', 'pretrained', 'param_key', 'strict'))
         rows.append(('Pre-denoiser', f'{opts["predenoiser"]["type"]} ({pre}), frozen, its weights under '
                      f'`predenoiser.*`'))
-    rows += [(key.replace('_', ' ').capitalize(), str(value)) for key, value in meta.items()]
+    noise = _noise_row(meta)
+    rows += [(key.replace('_', ' ').capitalize(), str(value)) for key, value in meta.items()
+             if noise is None or key not in NOISE_KEYS]
+    if noise is not None:
+        rows.append(('Training noise', noise))  # 'AWGN sigma 25', or 'blind, AWGN sigma 0-55' for a blind model
     table = '\n'.join(['| | |', '| --- | --- |'] + [f'| {key} | {value} |' for key, value in rows])
     body = f"""
 # {title}
@@ -150,6 +156,16 @@ model = spandrel.ModelLoader().load_from_file('path/to/this/folder/{WEIGHTS_FILE
     if original:
         body += '\n## Original model card\n\n' + original.split('\n', 1)[-1].lstrip('\n')
     return str(hub.ModelCard(f'---\n{data.to_yaml()}\n---\n{body}'))
+
+
+def _noise_row(meta):
+    """The training noise of `meta` in words, None when it does not say (or says it in a form that is not valid)."""
+    from gradnet_arch.pretrained.description import noise_text, training_noise
+
+    try:
+        return noise_text(*training_noise(meta))
+    except OptionError:
+        return None
 
 
 def _shipped_card(source):

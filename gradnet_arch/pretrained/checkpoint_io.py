@@ -3,14 +3,17 @@ never running a pickle.
 
 A `.pth` checkpoint is what BasicSR's `save_network` writes, `{'params': state_dict, 'params_ema': state_dict}`, plus
 two optional keys that BasicSR's `load_network` ignores: `network_g` (the network's option dict, as in an option
-YAML) and `meta` (name, colour, noise level, ...). A `.safetensors` file holds one state dict under its plain names;
-the rest goes into its string metadata: `param_key`, `network_g` and `meta` (JSON) and `format: pt`.
+YAML) and `meta` (name, colour, noise level, ...). A `.safetensors` file holds one state dict under its plain names
+(tensors only); the rest goes into its string metadata: `format: pt`, `param_key`, `network_g` and `meta` (JSON), and
+a copy of each top-level `meta` field under its own name (a string as it is, any other value as JSON: `color: rgb`,
+`sigma: 25`, `sigma_range: [0, 55]`) for readers that look at the metadata alone. `meta` is what is read back.
 
 Everything that reads weights goes through `read_checkpoint` + `select_state_dict` (`load_weights` does both and
 loads the result with `load_state`), and everything that writes them through `clean_state_dict` (and
 `save_checkpoint`). `load_weights` is also installed as gradnet_arch.registry's weights loader, through which a
 GradNet's builder loads its pre-denoiser's stage-1 checkpoint without the archs opening files.
 """
+import io
 import json
 import os
 import pickle
@@ -19,12 +22,15 @@ import warnings
 
 from gradnet_arch.atomic_io import atomic_open, make_folder
 from gradnet_arch.errors import BadFileError, CheckpointKeyError, MissingFileError, OptionError, UnsafeFileError
-from gradnet_arch.pretrained.safetensors_io import is_safetensors, read_safetensors, write_safetensors
+from gradnet_arch.pretrained import zoo
+from gradnet_arch.pretrained.safetensors_io import is_safetensors, read_safetensors, safetensors_bytes
 from gradnet_arch.registry import install_weights_loader
 from gradnet_arch.safe_load import load_error_reason, refused_global
 
 EXTENSIONS = ('.pth', '.pt', '.safetensors')
 INFO_KEYS = ('network_g', 'meta')
+# The metadata keys of a `.safetensors` checkpoint that are not copies of `meta` fields.
+SAFETENSORS_KEYS = ('format', 'param_key') + INFO_KEYS
 PARAM_KEY_ORDER = ('params_ema', 'params')
 DDP_PREFIX = 'module.'
 MISSING_HINT = 'Check the path (or, for a shipped model, the name).'
@@ -45,6 +51,23 @@ def save_checkpoint(path, params, params_ema=None, network_opt=None, meta=None):
             so that the file alone is enough to build the network. Default: None.
         meta (dict | None): Plain, JSON-compatible information (name, colour, sigma, ...). Default: None.
     """
+    path, write = _encoder(path, params, params_ema, network_opt, meta)
+    make_folder(os.path.dirname(os.path.abspath(path)))  # OutputError, not a traceback, for a file in the way
+    with atomic_open(path) as f:
+        write(f)
+
+
+def checkpoint_bytes(path, params, params_ema=None, network_opt=None, meta=None):
+    """The bytes `save_checkpoint(path, ...)` would write, for writers that stage several files as one unit
+    (`gradnet_arch.atomic_io.write_files`); `path` only picks the format (its extension)."""
+    _, write = _encoder(path, params, params_ema, network_opt, meta)
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+def _encoder(path, params, params_ema, network_opt, meta):
+    """Check a checkpoint's parts and return (path, a function writing the file's bytes to an open binary file)."""
     path = os.path.expanduser(str(path))
     if not path.lower().endswith(EXTENSIONS):
         raise OptionError(f'Checkpoint name {path} must end with {" or ".join(EXTENSIONS)} (the extension picks the '
@@ -61,22 +84,24 @@ def save_checkpoint(path, params, params_ema=None, network_opt=None, meta=None):
             raise OptionError(f'{key} must be a non-empty dict of tensors (a state_dict()).')
     if params is None and params_ema is None:
         raise OptionError('save_checkpoint needs params, params_ema or both.')
-    make_folder(os.path.dirname(os.path.abspath(path)))  # OutputError, not a traceback, for a file in the way
     if is_safetensors(path):
         param_key = 'params_ema' if params_ema is not None else 'params'
         metadata = {'format': 'pt', 'param_key': param_key, 'meta': json.dumps(meta)}
         if network_opt is not None:
             metadata['network_g'] = json.dumps(network_opt)
-        write_safetensors(path, clean_state_dict(states[param_key], to_cpu=True), metadata)
-        return
+        for key, value in meta.items():  # readable copies of the fields; `meta` above is what is read back
+            if isinstance(key, str) and key not in SAFETENSORS_KEYS:
+                metadata[key] = value if isinstance(value, str) else json.dumps(value)
+        # built in full now: a state dict the format cannot hold is refused before any file is opened
+        data = safetensors_bytes(clean_state_dict(states[param_key], to_cpu=True), metadata)
+        return path, lambda f: f.write(data)
     # Tensors shared by `params` and `params_ema` must stay shared for torch.save to store them once.
     memo = {}
     ckpt = {key: clean_state_dict(state, to_cpu=True, memo=memo) for key, state in states.items() if state is not None}
     if network_opt is not None:
         ckpt['network_g'] = network_opt
     ckpt['meta'] = meta
-    with atomic_open(path) as f:
-        torch.save(ckpt, f)
+    return path, lambda f: torch.save(ckpt, f)
 
 
 def read_checkpoint(path, what='Checkpoint', hint=MISSING_HINT):
@@ -94,12 +119,14 @@ def read_checkpoint(path, what='Checkpoint', hint=MISSING_HINT):
 
     Raises:
         MissingFileError: No such file.
-        BadFileError: Unreadable, corrupt or truncated; or a pickle holding anything but tensors and plain
+        BadFileError: Unreadable, corrupt or truncated (or, for a file of the shipped models' folder, its size or
+            SHA-256 differs from the manifest's); or a pickle holding anything but tensors and plain
             containers (UnsafeFileError: such a file could run code when unpickled, so it is refused, not executed).
     """
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise MissingFileError(f'{what} not found: {path}. {hint}')
+    zoo.verify_if_shipped(path)  # a file of the shipped-models folder, read by path, is checked against the manifest
     if is_safetensors(path):
         return _read_safetensors_checkpoint(path)
     try:

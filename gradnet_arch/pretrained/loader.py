@@ -103,7 +103,7 @@ def load_pretrained(name_or_path=None,
         'batchnorm_folded': folded,
         'channels_last': bool(channels_last),
     }
-    description.attach(net, parameters)
+    description.attach(net, parameters, ckpt['meta'])
     return net
 
 

@@ -57,6 +57,21 @@ def write_safetensors(path, tensors, metadata=None):
             tensors sharing memory are written as separate copies.
         metadata (dict[str, str] | None): Free-form string metadata stored under `__metadata__`. Default: None.
     """
+    data = safetensors_bytes(tensors, metadata)  # built in full first: nothing is left half-written on an error
+    with atomic_open(str(path)) as f:
+        f.write(data)
+
+
+def safetensors_bytes(tensors, metadata=None):
+    """The bytes of a `.safetensors` file (what `write_safetensors` writes), for writers that stage several files.
+
+    Args:
+        tensors (dict[str, Tensor]): As for `write_safetensors`.
+        metadata (dict[str, str] | None): As for `write_safetensors`. Default: None.
+
+    Returns:
+        bytes: The whole file.
+    """
     metadata = dict(metadata or {})
     bad = [key for key, value in metadata.items() if not isinstance(key, str) or not isinstance(value, str)]
     if bad:
@@ -76,9 +91,7 @@ def write_safetensors(path, tensors, metadata=None):
             tensor = tensor.clone()  # the package refuses shared memory; a state dict's tied weights get two copies
         storages.add(tensor.untyped_storage().data_ptr())
         plain[name] = tensor
-    data = save_bytes(plain, metadata or None)  # built in full first: nothing is left half-written on an error
-    with atomic_open(str(path)) as f:
-        f.write(data)
+    return save_bytes(plain, metadata or None)
 
 
 def read_safetensors(path):

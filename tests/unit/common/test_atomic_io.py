@@ -49,6 +49,18 @@ def test_write_files_and_commit_files_are_all_or_nothing(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['a', 'b']
 
 
+def test_write_files_with_an_overwrite_of_their_own(tmp_path):
+    """A file may carry its own overwrite (a manifest always replaced next to weight files that may not be)."""
+    (tmp_path / 'manifest').write_bytes(b'old')
+    paths = [str(tmp_path / 'w'), str(tmp_path / 'manifest')]
+    assert write_files([(paths[0], b'w'), (paths[1], b'new', True)], overwrite=False) == paths
+    assert (tmp_path / 'manifest').read_bytes() == b'new' and (tmp_path / 'w').read_bytes() == b'w'
+    with pytest.raises(OutputExistsError):  # w exists: v (created) is removed again, the manifest never named
+        write_files([(str(tmp_path / 'v'), b'v', False), (paths[0], b'w2'), (paths[1], b'newer', True)],
+                    overwrite=False)
+    assert sorted(os.listdir(tmp_path)) == ['manifest', 'w'] and (tmp_path / 'manifest').read_bytes() == b'new'
+
+
 def test_staged_folders_appear_together_or_not_at_all(tmp_path):
     a, b = str(tmp_path / 'out' / 'a'), str(tmp_path / 'b')
     with StagedFolders([a, b]) as staged:

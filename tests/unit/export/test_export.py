@@ -12,7 +12,7 @@ from tiny_options import TINY_NET, make_test_options, make_train_options, write_
 from gradnet_arch.errors import OutputError
 from gradnet_arch.export import TOLERANCE, export
 from gradnet_arch.integrations import MissingExtraError
-from gradnet_arch.pretrained import list_pretrained, load_pretrained, read_checkpoint, read_safetensors, zoo
+from gradnet_arch.pretrained import describe, list_pretrained, load_pretrained, read_checkpoint, read_safetensors, zoo
 
 spandrel = pytest.importorskip('spandrel')
 ort = pytest.importorskip('onnxruntime')
@@ -111,6 +111,9 @@ def test_folder_is_hugging_face_layout_read_back_by_load_pretrained(shipped):
         p.numel() for p in load_pretrained(name, fold_batchnorm=False).parameters())
     card = open(os.path.join(out, 'README.md')).read()
     assert card.startswith('---\n') and 'library_name: gradnet-basicsr' in card and f'# {name}' in card
+    noise = describe(load_pretrained(name)).noise()  # 'AWGN sigma 25', or 'blind, AWGN sigma 0-55' for a blind one
+    assert noise in ('AWGN sigma 25', 'blind, AWGN sigma 0-55')
+    assert f'| Training noise | {noise} |' in card and '| Sigma |' not in card
     if os.path.isfile(os.path.join(REPO, 'docs', 'model_cards', f'{name}.md')):
         assert '## Original model card' in card and 'Training data' in card  # the shipped card's facts
     x = odd_image(ref.num_in_ch)

@@ -56,11 +56,12 @@ ABLATION_REFERENCE = 'options/awgn_color/train_gradnet_cbsd432_sigma25.yml'
 ABLATION_FILES = [path for path in TRAIN_FILES if path.startswith('options/ablation/')]
 EXPERIMENT_PATH = re.compile(r'^experiments/(?P<name>[^/]+)/models/net_g_latest\.pth$')
 NOISE_KEYS = ('sigma', 'sigma_range', 'sigma_list')
+INIT_KEYS = ('init_from_predenoiser', )  # how a network's training starts, not what it computes
 
 
 def arch_options(opt):
-    """The arch options of a network dict: without the load keys, recursively (a predenoiser's included)."""
-    return {k: arch_options(v) if isinstance(v, dict) else v for k, v in opt.items() if k not in LOAD_KEYS}
+    """The arch options of a network dict: without the load and init keys, recursively (a predenoiser's included)."""
+    return {k: arch_options(v) if isinstance(v, dict) else v for k, v in opt.items() if k not in LOAD_KEYS + INIT_KEYS}
 
 
 def saved_param_keys(train_opt):
@@ -74,6 +75,8 @@ SHIPPED_TRAINING = {
     'options/pretrained/train_gradnet_cbsd432_sigma25_cpu.yml',
     'gradnet_arch/pretrained/weights/gradnet_gray_sigma25.pth':
     'options/pretrained/train_gradnet_train400_sigma25_cpu.yml',
+    'gradnet_arch/pretrained/weights/gradnet_color_blind.pth':
+    'options/pretrained/train_gradnet_cbsd432_blind_cpu.yml',
     # scripts/run_ablation.py writes this from the shipped colour model's `predenoiser.` weights (its stage 1)
     'experiments/gradnet_ablation_cpu_predenoiser/net_g_stage1.pth':
     'options/pretrained/train_mskresnet_cbsd432_sigma25_cpu.yml',
@@ -332,8 +335,13 @@ def test_train_section_uses_gradnet_model_keys(rel_path):
     unknown = set(opt['train']) - set(TRAIN_KEYS)
     assert not unknown, f'{rel_path}: train keys GradNetModel does not accept: {sorted(unknown)}'
     assert opt['train'].get('pixel_opt') or opt['train'].get('gradient_opt')
-    milestones = opt['train']['scheduler']['milestones']
-    assert milestones == sorted(milestones) and milestones[-1] < opt['train']['total_iter']
+    scheduler = opt['train']['scheduler']
+    if scheduler['type'] == 'CosineAnnealingRestartLR':  # the periods cover the run exactly, one weight each
+        assert sum(scheduler['periods']) == opt['train']['total_iter']
+        assert len(scheduler['restart_weights']) == len(scheduler['periods'])
+    else:
+        milestones = scheduler['milestones']
+        assert milestones == sorted(milestones) and milestones[-1] < opt['train']['total_iter']
 
 
 @pytest.mark.parametrize('rel_path', [p for p in TRAIN_FILES if load(p)['network_g']['type'] != 'GradNet'])

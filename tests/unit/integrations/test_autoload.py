@@ -105,8 +105,10 @@ def test_regular_wheel_layout(tmp_path):
         assert f'gradnet_arch/{package}/__init__.py' in names, package
     shipped = json.load(open(os.path.join(REPO, 'gradnet_arch', 'pretrained', 'weights', 'manifest.json')))['models']
     assert 'gradnet_arch/pretrained/weights/manifest.json' in names
-    for entry in shipped.values():  # and the shipped weights with it
-        assert f'gradnet_arch/pretrained/weights/{entry["file"]}' in names
+    for entry in shipped.values():  # and the shipped weights with it: the .safetensors and BasicSR's .pth
+        assert entry['file'].endswith('.safetensors') and entry['basicsr']['file'].endswith('.pth')
+        for record in (entry, entry['basicsr']):
+            assert f'gradnet_arch/pretrained/weights/{record["file"]}' in names
     assert not any(n.startswith('losses/') or n.startswith('tests/') or n.startswith('options/') for n in names)
 
 

@@ -104,6 +104,7 @@ def test_round_trip_outputs_identical(tmp_path, nets, ext):
         _, metadata = read_safetensors(path)
         assert metadata['format'] == 'pt' and metadata['param_key'] == 'params_ema'
         assert json.loads(metadata['network_g']) == opt and json.loads(metadata['meta'])['name'] == 'tiny'
+        assert metadata['name'] == 'tiny' and metadata['sigma'] == '25'  # readable copies of the meta fields
 
 
 def test_safetensors_without_ema_stores_params(tmp_path, nets):
@@ -563,7 +564,8 @@ def test_device_argument(tmp_path, nets):
 
 @pytest.fixture
 def tmp_zoo(tmp_path, nets):
-    """A weights folder with one model, as package_weights.py lays it out."""
+    """A weights folder with one model in the manifest's earlier layout (one .pth, no `basicsr` record), which is
+    still read."""
     directory = tmp_path / 'weights'
     path = save_gradnet(directory / 'tiny_color.pth', nets, meta={'name': 'tiny_color'})
     entry = {
@@ -634,14 +636,166 @@ REAL_MODELS = zoo.read_manifest(zoo.PACKAGE_WEIGHTS_DIR)
 def test_every_shipped_model_loads_and_matches_its_checksum():
     assert set(EXPECTED_SHIPPED) <= set(REAL_MODELS)
     for name, entry in REAL_MODELS.items():
-        path = os.path.join(zoo.PACKAGE_WEIGHTS_DIR, entry['file'])
-        assert os.path.getsize(path) == entry['size'] and zoo.sha256_of(path) == entry['sha256'], name
+        assert entry['file'] == f'{name}.safetensors' and entry['basicsr']['file'] == f'{name}.pth', name
+        for record in (entry, entry['basicsr']):
+            path = os.path.join(zoo.PACKAGE_WEIGHTS_DIR, record['file'])
+            assert os.path.getsize(path) == record['size'] and zoo.sha256_of(path) == record['sha256'], path
         net = load_pretrained(name, weights_dir=zoo.PACKAGE_WEIGHTS_DIR)
+        assert net.pretrained_info['source'] == zoo.shipped_path(name) and net.pretrained_info['param_key'] == 'params'
         channels = {'rgb': 3, 'gray': 1}[entry['color']]
         meta = net.pretrained_info['meta']
-        assert meta['color'] == entry['color'] and meta['sigma'] == entry['sigma'], name
+        assert meta['color'] == entry['color'] and meta['description'] == entry['description'], name
+        assert (meta['sigma'], meta.get('sigma_range')) == (entry['sigma'], entry.get('sigma_range')), name
         out = run(net, channels, 24)
         assert out.shape == (1, channels, 24, 24) and torch.isfinite(out).all(), name
+
+
+@pytest.mark.parametrize('name', EXPECTED_SHIPPED)
+def test_shipped_safetensors_is_tensors_with_the_options_in_its_metadata(name):
+    """What a pipeline without this package reads: the safetensors package's own reader gives the whole state dict
+    (pre-denoiser included) and str-to-str metadata from which BasicSR's build_network makes the net."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    entry = zoo.model_info(name)
+    with safe_open(entry['path'], framework='pt') as f:
+        metadata = f.metadata()
+    tensors = load_file(entry['path'])
+    assert all(isinstance(v, torch.Tensor) for v in tensors.values())
+    assert any(k.startswith('predenoiser.') for k in tensors) and any(k.startswith('body.') for k in tensors)
+    network_g = json.loads(metadata['network_g'])
+    assert network_g['type'] == 'GradNet' and network_g['predenoiser']['pretrained'] is None
+    assert metadata['format'] == 'pt' and metadata['param_key'] == 'params'
+    for key in ('description', 'color'):
+        assert metadata[key] == entry[key], key
+    assert metadata['name'] == name and json.loads(metadata['sigma']) == entry['sigma']
+    assert metadata['source'].endswith('net_g_latest.pth')
+    assert json.loads(metadata['meta'])['iterations'] == int(metadata['iterations']) > 0
+    built = build_network(network_g)
+    built.load_state_dict(tensors, strict=True)
+    channels = {'rgb': 3, 'gray': 1}[entry['color']]
+    reference = load_model(name, fold_batchnorm=False, channels_last=False)  # the tools' loader, training layout
+    assert torch.equal(run(built.eval(), channels, 24), run(reference, channels, 24))
+
+
+@pytest.mark.parametrize('name', EXPECTED_SHIPPED)
+def test_shipped_pth_loads_with_basicsr_like_load_model(name):
+    """BasicSR's own build_network + load_network (param_key 'params', strict) on the shipped .pth: the tensors of
+    the .safetensors, so the outputs of load_model (the default fast layout to 1e-5, the training layout exactly)."""
+    entry = zoo.model_info(name)
+    pth = zoo.shipped_path(name, basicsr=True)
+    assert pth == entry['basicsr_path'] and pth.endswith(f'{name}.pth')
+    ckpt = torch.load(pth, weights_only=True)
+    assert set(ckpt) == {'params', 'network_g', 'meta'}
+    built = build_network(ckpt['network_g'])
+    BaseModel({'num_gpu': 0, 'is_train': False}).load_network(built, pth, strict=True, param_key='params')
+    built.eval()
+    safetensors_state = read_safetensors(entry['path'])[0]
+    assert ckpt['params'].keys() == safetensors_state.keys()
+    assert all(torch.equal(v, safetensors_state[k]) for k, v in ckpt['params'].items())
+    channels = {'rgb': 3, 'gray': 1}[entry['color']]
+    torch.testing.assert_close(run(load_model(name), channels, 24), run(built, channels, 24), rtol=1e-5, atol=1e-5)
+    plain = load_model(name, fold_batchnorm=False, channels_last=False)
+    assert torch.equal(run(plain, channels, 24), run(built, channels, 24))
+    # the option file of BasicSR's test loop names this file and key
+    with open(os.path.join(REPO, 'options', 'pretrained', f'test_{name}.yml')) as f:
+        test_opt = yaml.safe_load(f)
+    assert test_opt['path']['pretrain_network_g'] == f'gradnet_arch/pretrained/weights/{name}.pth'
+    assert test_opt['path']['param_key_g'] == 'params'
+
+
+@pytest.fixture
+def corrupt_copy(tmp_path, monkeypatch):
+    """A copy of the shipped weights folder as $GRADNET_WEIGHTS_DIR, and a function that flips one byte of a file."""
+    import shutil
+
+    directory = str(tmp_path / 'weights')
+    shutil.copytree(zoo.PACKAGE_WEIGHTS_DIR, directory)
+    monkeypatch.setenv(zoo.ENV_VAR, directory)
+
+    def corrupt(name):
+        path = os.path.join(directory, name)
+        data = bytearray(open(path, 'rb').read())
+        data[len(data) // 2] ^= 0xFF  # same size, one flipped byte
+        with open(path, 'wb') as f:
+            f.write(bytes(data))
+        return path
+
+    return directory, corrupt
+
+
+def test_both_shipped_files_are_checked_against_the_manifest(corrupt_copy):
+    directory, corrupt = corrupt_copy
+    name = EXPECTED_SHIPPED[0]
+    entry = zoo.read_manifest(directory)[name]
+    assert load_pretrained(name).pretrained_info['source'] == os.path.join(directory, entry['file'])
+    pth = corrupt(entry['basicsr']['file'])
+    assert load_pretrained(name) is not None  # the .safetensors is intact
+    # by name, and by a path into the folder (what gradnet-test's option file and --weights give)
+    for load in (lambda: zoo.shipped_path(name, basicsr=True), lambda: read_checkpoint(pth),
+                 lambda: load_pretrained(pth)):
+        with pytest.raises(BadFileError) as info:
+            load()
+        text = str(info.value)
+        assert '\n' not in text and text.startswith(f"Shipped model '{name}': weight file {pth} is corrupt: SHA-256")
+        assert f'expected {entry["basicsr"]["sha256"]}' in text and 'Reinstall the package' in text
+    safetensors = corrupt(entry['file'])
+    for load in (lambda: load_pretrained(name), lambda: load_model(safetensors)):
+        with pytest.raises(
+                BadFileError,
+                match=r'^Shipped model .* weight file .*\.safetensors is corrupt: SHA-256 '
+                r'[0-9a-f]{64}, expected ' + entry['sha256']) as info:
+            load()
+        assert '\n' not in str(info.value)
+    with open(safetensors, 'ab') as f:
+        f.write(b'x')
+    with pytest.raises(BadFileError, match=f'has {entry["size"] + 1} bytes but the manifest expects {entry["size"]}'):
+        load_pretrained(name)
+
+
+def test_blind_manifest_entry(tmp_path, nets):
+    """A blind model: `sigma` null and `sigma_range` in the manifest and the metadata; it loads like any other, its
+    description says so, and the benchmark notes levels outside its range."""
+    from gradnet_arch.benchmark.cli import note_untrained_sigmas
+    from gradnet_arch.benchmark.models import NetDenoiser
+    from gradnet_arch.pretrained.description import training_noise
+
+    directory = tmp_path / 'weights'
+    path = save_gradnet(directory / 'tiny_blind.safetensors', nets, meta={'sigma': None, 'sigma_range': [0, 55]})
+    data = open(path, 'rb').read()
+    entry = dict(zoo.file_record('tiny_blind.safetensors', data), color='rgb', sigma=None, sigma_range=[0, 55])
+    zoo.write_manifest({'tiny_blind': entry}, str(directory))
+    assert read_safetensors(path)[1]['sigma_range'] == '[0, 55]'
+    net = load_pretrained('tiny_blind', weights_dir=str(directory))
+    description = describe(net)
+    assert description.blind and (description.sigma, description.sigma_range) == (None, (0., 55.))
+    assert description.noise() == 'blind, AWGN sigma 0-55'
+    assert (description.fits_sigma(0), description.fits_sigma(55), description.fits_sigma(60)) == (True, True, False)
+    assert zoo.model_info('tiny_blind', str(directory))['basicsr_path'] is None
+    with pytest.raises(MissingFileError, match="'tiny_blind' has no BasicSR .pth file"):
+        zoo.shipped_path('tiny_blind', str(directory), basicsr=True)
+    notes = []
+    note_untrained_sigmas([NetDenoiser('B', net, 'cpu', precision='fp32')], [15., 25., 70.], log=notes.append)
+    assert notes == ['Note: B was trained for blind, AWGN sigma 0-55; it is also tested at sigma 70.']
+    fixed = describe(load_pretrained(save_gradnet(tmp_path / 's.pth', nets, meta={'sigma': 25})))
+    assert not fixed.blind and fixed.noise() == 'AWGN sigma 25'
+    assert (fixed.fits_sigma(25.0), fixed.fits_sigma(15)) == (True, False)
+    assert describe(nets[1]).noise() is None and describe(nets[1]).fits_sigma(25) is None  # nothing says
+    assert training_noise({'sigma': 15}) == (15., None) and training_noise({}) == (None, None)
+    bad_noise = [
+        dict(sigma_range=[55, 0]),
+        dict(sigma_range=[0]),
+        dict(sigma=-1),
+        dict(sigma='25'),
+        dict(sigma=True),
+        dict(sigma=25, sigma_range=[0, 55])
+    ]
+    for bad in bad_noise:
+        with pytest.raises(OptionError):
+            training_noise(bad)
+        zoo.write_manifest({'tiny_blind': dict(entry, **{'sigma': None, 'sigma_range': None, **bad})}, str(directory))
+        with pytest.raises(BadFileError, match=r"manifest .*: model 'tiny_blind': (give )?sigma"):
+            list_pretrained(str(directory))
 
 
 @pytest.mark.parametrize('name', EXPECTED_SHIPPED)
@@ -662,9 +816,9 @@ def test_shipped_models_denoise_a_photo(name):
                               0)  # tensor2img clamps in place
 
     assert psnr(out) > psnr(noisy) + 5, name
-    entry = zoo.model_info(name)
-    built = build_network(torch.load(entry['path'], weights_only=True)['network_g'])
-    BaseModel({'num_gpu': 0, 'is_train': False}).load_network(built, entry['path'], strict=True, param_key='params')
+    path = zoo.model_info(name)['basicsr_path']
+    built = build_network(torch.load(path, weights_only=True)['network_g'])
+    BaseModel({'num_gpu': 0, 'is_train': False}).load_network(built, path, strict=True, param_key='params')
     with torch.no_grad():
         assert torch.allclose(built.eval()(noisy), out, atol=1e-6)
 
@@ -709,72 +863,113 @@ def test_package_weights_end_to_end(tmp_path, nets, trained_run):
     ]
     result = run_python(args, cwd=str(tmp_path), timeout=300)
     assert result.returncode == 0, result.stderr
-    path = os.path.join(weights, 'gradnet_color_sigma25.pth')
-    assert f'Wrote {path}' in result.stdout
+    path = os.path.join(weights, 'gradnet_color_sigma25.safetensors')
+    pth = os.path.join(weights, 'gradnet_color_sigma25.pth')
+    assert f'Wrote {path} (' in result.stdout and f'{pth} (' in result.stdout
     # the card is named in the manifest; a missing one is pointed out
     assert ('model card docs/model_cards/gradnet_color_sigma25.md does not exist'
             in result.stdout) != os.path.isfile(os.path.join(REPO, 'docs', 'model_cards', 'gradnet_color_sigma25.md'))
     entry = zoo.read_manifest(weights)['gradnet_color_sigma25']
     assert entry == {
-        'file': 'gradnet_color_sigma25.pth',
+        'file': 'gradnet_color_sigma25.safetensors',
         'sha256': zoo.sha256_of(path),
         'size': os.path.getsize(path),
+        'basicsr': {
+            'file': 'gradnet_color_sigma25.pth',
+            'sha256': zoo.sha256_of(pth),
+            'size': os.path.getsize(pth)
+        },
         'description': 'tiny colour model',
         'color': 'rgb',
         'sigma': 25,
         'card': 'docs/model_cards/gradnet_color_sigma25.md'
     }
-    ckpt = torch.load(path, weights_only=True)
-    assert ckpt['network_g']['predenoiser']['pretrained'] is None
-    meta = ckpt['meta']
+    # .safetensors: the EMA tensors (the default source key), the options and the fields in the metadata
+    tensors, metadata = read_safetensors(path)
+    assert tensors.keys() == ema.state_dict().keys()
+    assert all(torch.equal(tensors[k], v) for k, v in ema.state_dict().items())
+    assert json.loads(metadata['network_g'])['predenoiser']['pretrained'] is None
+    meta = json.loads(metadata['meta'])
     assert meta['iterations'] == 6 and meta['source'] == os.path.join('experiments', 'run', 'models',
                                                                       'net_g_latest.pth')
     assert meta['gradnet_basicsr_version'] == gradnet_arch.__version__ and meta['source_param_key'] == 'params_ema'
-    # `params` aliases the EMA tensors: BasicSR's default param_key works and the file holds one copy.
-    name = 'head.0.weight'
-    assert ckpt['params'][name].untyped_storage().data_ptr() == ckpt['params_ema'][name].untyped_storage().data_ptr()
-    assert torch.equal(ckpt['params_ema'][name], ema.state_dict()[name])
-    single = str(tmp_path / 'single.pth')
-    torch.save({'params_ema': ckpt['params_ema']}, single)
-    assert os.path.getsize(path) < os.path.getsize(single) * 1.2
-    loaded = load_pretrained('gradnet_color_sigma25', weights_dir=weights)
-    assert same_outputs(loaded, ema)
+    assert (metadata['description'], metadata['color'], metadata['sigma']) == ('tiny colour model', 'rgb', '25')
+    # .pth: BasicSR's params layout with the same tensors, read by BasicSR's own builder and loader
+    ckpt = torch.load(pth, weights_only=True)
+    assert set(ckpt) == {'params', 'network_g', 'meta'} and ckpt['meta'] == meta
+    assert all(torch.equal(ckpt['params'][k], v) for k, v in tensors.items())
     built = build_network(ckpt['network_g'])
-    BaseModel({'num_gpu': 0, 'is_train': False}).load_network(built, path, strict=True, param_key='params')
+    BaseModel({'num_gpu': 0, 'is_train': False}).load_network(built, pth, strict=True, param_key='params')
     assert torch.equal(run(built.eval()), run(ema))
+    loaded = load_pretrained('gradnet_color_sigma25', weights_dir=weights)
+    assert loaded.pretrained_info['source'] == path and same_outputs(loaded, ema)
 
-    # In-process runs of the same script: no overwrite without --force; --keep-params keeps the training weights.
+    # In-process runs of the same script: no overwrite without --force; --force replaces both files and the entry.
     script = load_script()
+    before = {p: open(p, 'rb').read() for p in (path, pth)}
     with pytest.raises(SystemExit) as info:
         script.main(args[1:])
-    assert info.value.code == 2
-    script.main(args[1:] + ['--force', '--keep-params', '--iterations', '9'])
-    ckpt = torch.load(path, weights_only=True)
-    assert torch.equal(ckpt['params'][name], net.state_dict()[name]) and ckpt['meta']['iterations'] == 9
-    assert zoo.read_manifest(weights)['gradnet_color_sigma25']['sha256'] == zoo.sha256_of(path)
-    # --source-key params ships the training weights, under `params` only (never labelled as EMA weights).
+    assert info.value.code == 2 and all(open(p, 'rb').read() == data for p, data in before.items())
+    script.main(args[1:] + ['--force', '--iterations', '9'])
+    assert read_checkpoint(path)['meta']['iterations'] == read_checkpoint(pth)['meta']['iterations'] == 9
+    assert zoo.read_manifest(weights)['gradnet_color_sigma25']['basicsr']['sha256'] == zoo.sha256_of(pth)
+    # --source-key params ships the training weights (in both files)
     script.main(args[1:] + ['--force', '--source-key', 'params'])
-    ckpt = torch.load(path, weights_only=True)
-    assert 'params_ema' not in ckpt and ckpt['meta']['source_param_key'] == 'params'
+    assert read_checkpoint(path)['meta']['source_param_key'] == 'params'
     assert same_outputs(load_pretrained('gradnet_color_sigma25', weights_dir=weights), net)
+    assert same_outputs(load_pretrained(pth), net)
+
+    # A blind model: --sigma-range; sigma is null in the manifest and the files.
+    blind = args[1:args.index('--sigma')] + [
+        '--sigma-range', '0', '55', '--description', 'tiny blind model', '--weights-dir', weights
+    ]
+    blind[blind.index('--name') + 1] = 'tiny_blind'
+    script.main(blind)
+    entry = zoo.read_manifest(weights)['tiny_blind']
+    assert (entry['sigma'], entry['sigma_range']) == (None, [0, 55])
+    assert read_safetensors(os.path.join(weights, 'tiny_blind.safetensors'))[1]['sigma_range'] == '[0, 55]'
+    description = describe(load_pretrained('tiny_blind', weights_dir=weights))
+    assert description.blind and description.noise() == 'blind, AWGN sigma 0-55'
+    assert set(zoo.read_manifest(weights)) == {'gradnet_color_sigma25', 'tiny_blind'}  # the other entry is kept
+
+    # Re-packaging a shipped .pth (its options embedded: no --opt): the tensors and the training provenance stay.
+    again = str(tmp_path / 'again')
+    script.main([
+        '--checkpoint', pth, '--name', 'gradnet_color_sigma25', '--color', 'rgb', '--sigma', '25', '--description',
+        'tiny colour model', '--weights-dir', again
+    ])
+    old, new = read_checkpoint(pth), read_checkpoint(os.path.join(again, 'gradnet_color_sigma25.safetensors'))
+    assert new['meta'] == old['meta'] and new['network_g'] == old['network_g']
+    assert all(torch.equal(new['params'][k], v) for k, v in old['params'].items())
 
 
 def test_package_weights_refuses_bad_inputs(tmp_path, trained_run, capsys):
     yml, checkpoint = trained_run
     script = load_script()
-    base = [
-        '--opt', yml, '--checkpoint', checkpoint, '--sigma', '25', '--description', 'd', '--weights-dir',
-        str(tmp_path / 'w')
-    ]
-    cases = [
-        (['--name', 'g', '--color', 'gray'], '--color gray means 1 channel(s) but network_g'),
-        (['--name', '../g', '--color', 'rgb'], 'must be letters'),
-    ]
+    out = tmp_path / 'w'
+    base = ['--checkpoint', checkpoint, '--description', 'd', '--weights-dir', str(out)]
     small = yaml.safe_load(open(yml))
     small['network_g']['num_feat'] = 4
-    cases.append((['--name', 'g', '--color', 'rgb', '--opt', write_yaml(small, tmp_path / 's.yml')], 'shape mismatch'))
+    cases = [
+        (['--opt', yml, '--sigma', '25', '--name', 'g', '--color', 'gray'], '--color gray means 1 channel(s)'),
+        (['--opt', yml, '--sigma', '25', '--name', '../g', '--color', 'rgb'], 'must be letters'),
+        (['--opt', write_yaml(small, tmp_path / 's.yml'), '--sigma', '25', '--name', 'g', '--color',
+          'rgb'], 'shape mismatch'),
+        (['--opt', yml, '--sigma-range', '55', '0', '--name', 'g', '--color', 'rgb'], '--sigma-range: sigma_range'),
+        (['--opt', yml, '--sigma', '-5', '--name', 'g', '--color', 'rgb'], '--sigma: sigma must be'),
+        (['--sigma', '25', '--name', 'g', '--color', 'rgb'], 'does not embed its network options'),
+        (['--opt', yml, '--sigma', '25', '--sigma-range', '0', '55', '--name', 'g', '--color',
+          'rgb'], 'not allowed with argument'),  # argparse: one of the two
+    ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as info:
             script.main(base + extra)
-        assert info.value.code == 2 and message in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / 'w' / 'g.pth')
+        assert info.value.code == 2 and message in capsys.readouterr().err, message
+    assert not os.path.exists(out / 'g.pth') and not os.path.exists(out / 'g.safetensors')
+    # one existing file of the pair: refused, and nothing written (neither the other file nor the manifest)
+    os.makedirs(out)
+    (out / 'g.pth').write_bytes(b'theirs')
+    with pytest.raises(SystemExit):
+        script.main(base + ['--opt', yml, '--sigma', '25', '--name', 'g', '--color', 'rgb'])
+    assert 'g.pth already exists; pass --force' in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ['g.pth'] and (out / 'g.pth').read_bytes() == b'theirs'
