@@ -13,8 +13,11 @@ images A wins.
 import argparse
 import json
 import math
-import statistics
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # ablation_report.py sits beside it
+from ablation_report import mean_spread  # noqa: E402
 
 METRICS = ('psnr', 'ssim', 'psnr_texture', 'psnr_smooth')
 
@@ -66,12 +69,8 @@ def paired(per_image, a, b, set_name, noise):
         return None
     images = sorted(set(left) & set(right))
     diffs = [left[i]['psnr'] - right[i]['psnr'] for i in images]
-    if len(diffs) < 2:
-        return statistics.fmean(diffs), math.nan, sum(d > 0 for d in diffs), len(diffs)
-    from scipy.stats import t
-
-    half = t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return statistics.fmean(diffs), half, sum(d > 0 for d in diffs), len(diffs)
+    mean, _, half = mean_spread(diffs)  # the ablation report's t-interval, not a second one
+    return mean, half, sum(d > 0 for d in diffs), len(diffs)
 
 
 def diff_table(per_image, pairs, set_name, noise):

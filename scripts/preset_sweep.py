@@ -15,8 +15,10 @@ Outputs: `sweep/options/<candidate>.yml`, `experiments/sweep_<candidate>/` (Basi
 report `summary.md` + `runs.csv`.
 """
 import argparse
+import csv
 import datetime
 import glob
+import io
 import json
 import os
 import re
@@ -170,9 +172,11 @@ def report(docs):
         sys.exit('no finished sweep runs under experiments/sweep_*')
     os.makedirs(docs, exist_ok=True)
     with atomic_open(os.path.join(docs, 'runs.csv')) as f:
-        text = ','.join(rows[0]) + '\n' + ''.join(','.join(f'"{v}"' if isinstance(v, str) else str(v)
-                                                           for v in row.values()) + '\n' for row in rows)
-        f.write(text.encode('utf-8'))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), quoting=csv.QUOTE_NONNUMERIC, lineterminator='\n')
+        text.write(','.join(rows[0]) + '\n')  # a plain header line, strings quoted below
+        writer.writerows(rows)
+        f.write(text.getvalue().encode('utf-8'))
     best = max(rows, key=lambda r: r['heldout_psnr'])
     lines = [
         '| candidate | change | parameters | wall s | iterations | s / iteration | held-out PSNR (dB) |',

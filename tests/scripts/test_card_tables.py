@@ -52,3 +52,11 @@ def test_files_with_other_noise_are_refused(runs):
 def test_bad_diff_spec_is_one_line(runs):
     with pytest.raises(SystemExit, match='expected A:B'):
         card_tables.main([str(runs / 'net.json'), '--diff', 'net'])
+
+
+def test_missing_or_foreign_file_is_one_line(runs, tmp_path):
+    with pytest.raises(SystemExit, match='cannot read .* gradnet-benchmark --json'):
+        card_tables.main([str(tmp_path / 'missing.json')])
+    (tmp_path / 'broken.json').write_text('{not json')
+    with pytest.raises(SystemExit, match='cannot read .* gradnet-benchmark --json'):
+        card_tables.main([str(runs / 'net.json'), str(tmp_path / 'broken.json')])

@@ -52,3 +52,20 @@ def test_pictures_and_table_for_every_photo(tmp_path, capsys):
 def test_bad_model_spec_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match='expected LABEL=NAME_OR_CHECKPOINT'):
         report.main(['--model', 'nolabel', '--input', str(tmp_path), '--out', str(tmp_path / 'o')])
+
+
+@pytest.mark.parametrize('problem,argv_extra,message', [
+    ('crop too small', ['--crop', '8'], 'at least 16 pixels'),
+    ('missing folder', ['--input', 'no_such_folder'], 'is not a folder of photos'),
+    ('empty folder', ['--input', 'EMPTY'], 'holds no images'),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, problem, argv_extra, message):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    photos = write_images(tmp_path / 'photos', 1, height=24, width=24)
+    argv = ['--model', 'A=gradnet_color_sigma25', '--input', photos, '--out', str(tmp_path / 'out')]
+    folders = {'EMPTY': str(empty), 'no_such_folder': str(tmp_path / 'no_such_folder')}
+    argv_extra = [folders.get(value, value) for value in argv_extra]
+    with pytest.raises(SystemExit, match=message):
+        report.main(argv + argv_extra)
+    assert not (tmp_path / 'out').exists()
