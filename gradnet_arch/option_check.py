@@ -702,6 +702,7 @@ DATASET = Component(
             'clip': Bool(),
             'noise_seed': Int(min=0, max=2**32 - 1),
             'recursive': Bool(),
+            'cache_images': Bool(),
         },
         'PairedImageDataset': {
             'dataroot_gt': _FOLDER,
@@ -822,6 +823,7 @@ TOP_LEVEL = Mapping(
         'find_unused_parameters': Bool(),
         'amp': Choice(*AMP_OPTIONS),  # mixed precision of GradNetModel; ~ or absent: float32
         'channels_last': Optional(Bool()),
+        'compile': Optional(Bool()),  # torch.compile of GradNetModel's training step
         # set by BasicSR's parse_options and the plugin after reading the file (a parsed dict can be checked too)
         'is_train': ANY,
         'dist': ANY,

@@ -1,6 +1,7 @@
 """The fast path against today's fp32 NCHW path and against the machine's own ceiling, in one run (tables, not tests).
 
-    python speed/bench_fast_path.py [--device cpu|cuda] [--repeats 5] [--skip-training] [--skip-photo]
+    python speed/bench_fast_path.py [--device cpu|cuda] [--repeats 5] [--skip-inference] [--skip-training]
+                                    [--skip-photo]
                                          [--psnr-set gradnet_color_sigma25=CBSD68_DIR ...] [--json out.json]
 
 Sections, each printed as a Markdown table (medians over `--repeats`; one process, other work should be stopped):
@@ -14,9 +15,10 @@ Sections, each printed as a Markdown table (medians over `--repeats`; one proces
    megapixel and the share of the ceiling in each mode, timed round robin over the modes. Modes: `fp32 NCHW` is
    today's path; the precision / memory-format modes leave BatchNorm in; `default` is what `load_pretrained` +
    `denoise_image` now do (BatchNorm folded, channels_last, precision 'auto').
-3. Training: iterations/s of `gradnet-train` (BasicSR's loop, GradNetModel) and of a bare PyTorch loop, fp32 NCHW and
-   bf16 + channels_last, paper size (batch 8 of 64x64) and the CPU preset (32 features, 2 x 2; batch 16 of 48x48):
-   speed/bench_training.py's runs.
+3. Training: iterations/s of `gradnet-train` (BasicSR's loop, GradNetModel) and of a bare PyTorch loop, fp32 NCHW,
+   bf16 + channels_last and bf16 + channels_last + torch.compile (`compile: true`; compiling is excluded by the
+   warm-up, like start-up), paper size (batch 8 of 64x64) and the shipped models' CPU preset (32 features, 2 x 2;
+   batch 8 of 64x64): speed/bench_training.py's runs.
 4. A 12-megapixel photo (4000x3000, synthetic) through `gradnet-denoise` with its defaults, in a fresh process: wall
    time and peak resident memory.
 5. With `--psnr-set MODEL=DIR`: mean PSNR of a shipped model on a test set (AWGN sigma 25, seed 0 per image, as
@@ -197,34 +199,46 @@ def _forward(net, inp, precision, device):
     return run
 
 
+TRAINING_MODES = (('fp32', False, False), ('bf16', 'bf16', False), ('bf16 + compile', 'bf16', True))
+
+
 def training(device, repeats):
-    """Rows of section 3 (speed/bench_training.py's runs, each in a fresh process), round robin over the four
-    (precision, loop) cases of a preset so that drifts of the machine's speed spread over all of them alike."""
+    """Rows of section 3 (speed/bench_training.py's runs, each in a fresh process), round robin over the six
+    (mode, loop) cases of a preset so that drifts of the machine's speed spread over all of them alike."""
     import bench_training
 
     rows = []
-    plan = (('paper', 25, 5), ('demo', 70, 10))  # (preset, iterations, warm-up iterations)
+    plan = (('paper', 25, 5), ('cpu', 70, 10))  # (preset, iterations, warm-up iterations; compiling is iteration 1)
     loops = {'bare': bench_training.bare_run, 'basicsr': functools.partial(bench_training.basicsr_run, procs=1)}
     with tempfile.TemporaryDirectory() as root:
         folder = bench_training.write_images(os.path.join(root, 'images'))
         for preset, iters, warmup in plan:
             stage1 = bench_training.stage1_checkpoint(root, preset)
-            runs = {(amp, loop): [] for amp in (False, 'bf16') for loop in loops}
+            runs = {(mode, loop): [] for mode in TRAINING_MODES for loop in loops}
             for _ in range(repeats):
-                for (amp, loop), speeds in runs.items():
-                    kwargs = dict(preset=preset, amp=amp, warmup=warmup)
+                for ((_, amp, compile_net), loop), speeds in runs.items():
+                    kwargs = dict(preset=preset, amp=amp, warmup=warmup, compile_net=compile_net)
                     if loop == 'basicsr':
                         kwargs['root'] = root
                     speeds.append(loops[loop](folder=folder, stage1=stage1, iters=iters, device=device.type, **kwargs))
-            for (amp, loop), speeds in runs.items():
-                log(f'training {preset} amp={amp} {loop}: {", ".join(f"{r:.3f}" for r in speeds)} it/s')
-            for amp in (False, 'bf16'):
+            for ((label, _, _), loop), speeds in runs.items():
+                log(f'training {preset} {label} {loop}: {", ".join(f"{r:.3f}" for r in speeds)} it/s')
+            fp32 = runs[(TRAINING_MODES[0], 'basicsr')]
+            for mode in TRAINING_MODES:
+                bare, basicsr = runs[(mode, 'bare')], runs[(mode, 'basicsr')]
                 rows.append({
                     'preset': preset,
-                    'amp': amp or 'fp32',
-                    **{
-                        loop: statistics.median(runs[(amp, loop)])
-                        for loop in loops
+                    'mode': mode[0],
+                    'amp': mode[1] or 'fp32',
+                    'compile': mode[2],
+                    'bare': statistics.median(bare),
+                    'basicsr': statistics.median(basicsr),
+                    # ratios of runs of the same repeat (minutes apart), less exposed to the machine's drift
+                    'basicsr_over_bare_paired': statistics.median(b / a for a, b in zip(bare, basicsr)),
+                    'over_fp32_paired': statistics.median(b / a for a, b in zip(fp32, basicsr)),
+                    'runs': {
+                        'bare': bare,
+                        'basicsr': basicsr
                     }
                 })
     return rows
@@ -332,6 +346,7 @@ def main():
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--train-repeats', type=int, default=3)
+    parser.add_argument('--skip-inference', action='store_true', help='skip sections 1 and 2')
     parser.add_argument('--skip-training', action='store_true')
     parser.add_argument('--skip-photo', action='store_true')
     parser.add_argument(
@@ -349,8 +364,9 @@ def main():
         f'{torch.get_num_threads()} threads, '
         f'{torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU used"}'
     }
-    report['ceiling'] = ceiling(device, args.repeats)
-    report['inference'] = inference(device, args.repeats, report['ceiling'])
+    if not args.skip_inference:
+        report['ceiling'] = ceiling(device, args.repeats)
+        report['inference'] = inference(device, args.repeats, report['ceiling'])
     if not args.skip_training:
         report['training'] = training(device, args.train_repeats)
     if not args.skip_photo:
@@ -365,6 +381,12 @@ def main():
 
 def print_tables(report):
     print(f'\nMachine: {report["machine"]}. Medians.\n')
+    if 'inference' in report:
+        print_inference(report)
+    print_training_and_rest(report)
+
+
+def print_inference(report):
     print('| conv 64->64 3x3, 256x256 | GFLOP/s |\n|---|---:|')
     for mode, value in report['ceiling'].items():
         print(f'| {mode} | {value:.0f} |')
@@ -386,17 +408,19 @@ def print_tables(report):
         if row['model'].startswith('shipped'):
             speedup = row['modes']['fp32 NCHW']['seconds'] / row['modes'][default]['seconds']
             print(f'{row["model"]}: default is {speedup:.2f}x faster than fp32 NCHW.')
+
+
+def print_training_and_rest(report):
     if 'training' in report:
         print('\nTraining, iterations/s (gradnet-train = BasicSR\'s loop with GradNetModel)\n')
-        print('| preset | precision | bare loop | gradnet-train | gradnet-train / bare |\n|---|---|---:|---:|---:|')
+        print('Ratios: of the medians, and [median of the ratios of runs of the same repeat].\n')
+        print('| preset | mode | bare loop | gradnet-train | gradnet-train / bare | gradnet-train / its fp32 NCHW |\n'
+              '|---|---|---:|---:|---:|---:|')
         for row in report['training']:
-            print(f'| {row["preset"]} | {row["amp"]} | {row["bare"]:.3f} | {row["basicsr"]:.3f} | '
-                  f'{row["basicsr"] / row["bare"]:.3f} |')
-        for preset in ('paper', 'demo'):
-            rows = {row['amp']: row for row in report['training'] if row['preset'] == preset}
-            if 'fp32' in rows and 'bf16' in rows:
-                print(f'{preset}: gradnet-train bf16 + channels_last is '
-                      f'{rows["bf16"]["basicsr"] / rows["fp32"]["basicsr"]:.2f}x the fp32 NCHW loop.')
+            fp32 = next(r for r in report['training'] if r['preset'] == row['preset'] and r['mode'] == 'fp32')
+            print(f'| {row["preset"]} | {row["mode"]} | {row["bare"]:.3f} | {row["basicsr"]:.3f} | '
+                  f'{row["basicsr"] / row["bare"]:.3f} [{row["basicsr_over_bare_paired"]:.3f}] | '
+                  f'{row["basicsr"] / fp32["basicsr"]:.2f}x [{row["over_fp32_paired"]:.2f}x] |')
     if 'photo' in report:
         photo_row = report['photo']
         print(f'\n12-megapixel photo, gradnet-denoise defaults: {photo_row["wall_s"]:.1f} s wall, peak RSS '

@@ -1,18 +1,27 @@
 """Training throughput on this machine: BasicSR's loop (1 and 2 processes) against a bare PyTorch loop.
 
-    python speed/bench_training.py [--preset demo|paper] [--amp bf16|false] [--iters 60] [--repeats 3]
-                                        [--device cpu|cuda]
+    python speed/bench_training.py [--preset cpu|demo|paper] [--amp bf16|false] [--compile] [--iters 60]
+                                   [--repeats 3] [--device cpu|cuda]
+    python speed/bench_training.py --interleaved [--preset cpu|demo|paper] [--device cpu|cuda]
+    python speed/bench_training.py --conv-ceiling
 
-Every row trains the same GradNet (`--preset demo`: 32 features, 2 modules x 2 units, batch 16 of 48x48 crops;
-`paper`: 64 features, 4 x 4, batch 8 of 64x64; a frozen pre-denoiser of the same size) on the same data
-(GaussianNoiseDataset, sigma 25, one loader worker per process) with L1 + 0.1 * gradient loss and Adam, in float32
-NCHW (`--amp false`) or with bf16 autocast + channels_last (`--amp bf16`, GradNetModel's `amp` / `channels_last`).
+Every row trains the same GradNet (`--preset cpu`: the shipped models' CPU preset, 32 features, 2 modules x 2 units,
+batch 8 of 64x64 crops; `demo`: the same net, batch 16 of 48x48 as `make demo`; `paper`: 64 features, 4 x 4, batch 8
+of 64x64; a frozen pre-denoiser of the same size) on the same data (GaussianNoiseDataset, sigma 25, one loader worker
+per process) with L1 + 0.1 * gradient loss and Adam, in float32 NCHW (`--amp false`) or with bf16 autocast +
+channels_last (`--amp bf16`, GradNetModel's `amp` / `channels_last`), eager or through torch.compile (`--compile`,
+GradNetModel's `compile`; the bare loop compiles its net the same way).
 Throughput is measured between iteration `warmup` and the last one (start-up and warm-up excluded): from the
 timestamps of BasicSR's log lines for the BasicSR rows, with a timer for the bare loop. The median over `repeats` runs
 is printed, as a Markdown table. speed/bench_fast_path.py uses these functions for its training table.
+
+Runs in separate processes minutes apart see this shared VM's speed drift (10-30 %); `--interleaved` times the bare
+training step of fp32 NCHW, bf16 + channels_last and bf16 + channels_last + compile alternately in one process, which
+gives their speed ratios free of that drift (the step only: no data loading, no BasicSR loop).
 """
 import argparse
 import datetime
+import functools
 import os
 import re
 import statistics
@@ -32,6 +41,16 @@ PRESETS = {
         },
         'batch': 16,
         'crop': 48
+    },
+    'cpu': {  # the shipped models' CPU preset (options/pretrained/train_gradnet_*_cpu.yml)
+        'net': {
+            'num_in_ch': 3,
+            'num_feat': 32,
+            'num_modules': 2,
+            'num_units': 2
+        },
+        'batch': 8,
+        'crop': 64
     },
     'paper': {
         'net': {
@@ -95,7 +114,7 @@ def network(stage1, preset):
     return dict(net, type='GradNet', global_residual=True, predenoiser=dict(net, type='MSKResNet', pretrained=stage1))
 
 
-def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=False, warmup=WARMUP):
+def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=False, warmup=WARMUP, compile_net=False):
     """iterations/s of `gradnet-train` (BasicSR's loop) with `procs` processes."""
     name = f'bench_{preset}_{amp}_{procs}p_{time.monotonic_ns()}'
     opt = {
@@ -105,6 +124,7 @@ def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=F
         'manual_seed': 1,
         'amp': amp,
         'channels_last': bool(amp),
+        'compile': compile_net,
         'datasets': {
             'train': dict(dataset_opt(folder, preset))
         },
@@ -158,7 +178,7 @@ def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=F
     return (iters - warmup) / (stamps[iters] - stamps[warmup]).total_seconds()
 
 
-def bare_run(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP):
+def bare_run(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP, compile_net=False):
     """iterations/s of the bare loop (`bare_loop`), in a fresh process like `gradnet-train`'s, so both start alike."""
     cmd = [
         sys.executable,
@@ -166,16 +186,16 @@ def bare_run(folder, stage1, iters, device, preset='demo', amp=False, warmup=WAR
         str(iters), '--device', device, '--preset', preset, '--amp',
         str(amp).lower(), '--warmup',
         str(warmup)
-    ]
+    ] + (['--compile'] if compile_net else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return float(out.strip().splitlines()[-1])
 
 
-def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP):
-    """The same net, data, losses and optimizer in a plain PyTorch loop (no BasicSR model, logger or prefetcher)."""
+def bare_step(stage1, preset, amp, compile_net, device):
+    """The bare loop's training step: `step(lq, gt)` on a fresh net (seed 1) with L1 + 0.1 * gradient loss and Adam,
+    in `amp`'s precision and memory format, eager or through torch.compile."""
     import torch
     from basicsr.archs import build_network
-    from basicsr.data import build_dataset
 
     from gradnet_arch import GradientConsistencyLoss
     from gradnet_arch.precision import amp_precision, autocast, memory_format, to_memory_format
@@ -184,7 +204,30 @@ def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WA
     torch.manual_seed(1)
     net = build_network(network(stage1, preset)).to(device, memory_format=memory_format(bool(amp))).train()
     optimizer = torch.optim.Adam(net.own_parameters(), lr=1e-3)
+    forward = torch.compile(net) if compile_net else net
     grad_loss = GradientConsistencyLoss(loss_weight=0.1).to(device)
+
+    def step(lq, gt):
+        lq, gt = (to_memory_format(t.to(device), bool(amp)) for t in (lq, gt))
+        with autocast(precision, device):
+            out = forward(lq)
+        out = out.float()
+        loss = (out - gt).abs().mean() + grad_loss(out, gt)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+
+    return step
+
+
+def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP, compile_net=False):
+    """The same net, data, losses and optimizer in a plain PyTorch loop (no BasicSR model, logger or prefetcher)."""
+    import torch
+    from basicsr.data import build_dataset
+
+    step = bare_step(stage1, preset, amp, compile_net, device)
     dataset = build_dataset(dataset_opt(folder, preset))
     batch_size = PRESETS[preset]['batch']
     # as many random samples as the run needs (BasicSR's enlarged sampler does the same for its loop)
@@ -197,20 +240,78 @@ def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WA
             if device == 'cuda':
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        lq = to_memory_format(batch['lq'].to(device), bool(amp))
-        gt = to_memory_format(batch['gt'].to(device), bool(amp))
-        with autocast(precision, device):
-            out = net(lq)
-        out = out.float()
-        loss = (out - gt).abs().mean() + grad_loss(out, gt)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        step(batch['lq'], batch['gt'])
         if i == iters:
             break
     if device == 'cuda':
         torch.cuda.synchronize()
     return (iters - warmup) / (time.perf_counter() - start)
+
+
+INTERLEAVED_MODES = (('fp32 NCHW', False, False), ('bf16 + channels_last', 'bf16', False),
+                     ('bf16 + channels_last + compile', 'bf16', True))
+
+
+def interleaved_steps(stage1, preset, rounds=8, steps=3, device='cpu'):
+    """Median seconds per training step of each mode in INTERLEAVED_MODES, all in this process, timed in blocks of
+    `steps` steps round robin over the modes for `rounds` rounds, so a drift of the machine's speed (minutes) hits
+    every mode alike. Each mode has its own net (same seed), Adam and one fixed batch; no data loading, no BasicSR.
+    Compiling and two warm-up steps per mode come first and are not timed."""
+    import torch
+
+    batch, crop = PRESETS[preset]['batch'], PRESETS[preset]['crop']
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(batch, PRESETS[preset]['net']['num_in_ch'], crop, crop, generator=generator)
+    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=generator)
+    steps_of = {
+        label: bare_step(stage1, preset, amp, compile_net, device)
+        for label, amp, compile_net in INTERLEAVED_MODES
+    }
+    runs = {label: functools.partial(step, noisy, clean) for label, step in steps_of.items()}
+    for step in runs.values():
+        for _ in range(2):
+            step()
+    times = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, step in runs.items():
+            for _ in range(steps):
+                start = time.perf_counter()
+                step()
+                times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+def conv_training_ceiling(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
+    """Milliseconds of one 3x3 convolution's forward + backward (input, weight and bias gradients) at each channel
+    width, fp32 NCHW and bf16 channels_last, timed alternately in one process: the most a training step made of such
+    convolutions can gain from bf16 (GradNet's bodies are F + C wide: 35 for the CPU preset, 67 for the paper size)."""
+    import torch
+
+    cases = {}
+    for width in widths:
+        for label, dtype, layout in (('fp32 NCHW', torch.float32, torch.contiguous_format),
+                                     ('bf16 channels_last', torch.bfloat16, torch.channels_last)):
+            weight = torch.randn(width, width, 3, 3, dtype=dtype).contiguous(memory_format=layout)
+            x = torch.randn(batch, width, side, side, dtype=dtype).contiguous(memory_format=layout)
+            grad = torch.randn(batch, width, side, side, dtype=dtype).contiguous(memory_format=layout)
+            bias = torch.randn(width, dtype=dtype)
+
+            def run(x=x, weight=weight, grad=grad, bias=bias, width=width):
+                torch.nn.functional.conv2d(x, weight, bias, 1, 1)
+                torch.ops.aten.convolution_backward(grad, x, weight, [width], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+                                                    [True, True, True])
+
+            cases[(width, label)] = run
+    for run in cases.values():
+        run()
+    times = {key: [] for key in cases}
+    for _ in range(rounds):
+        for key, run in cases.items():
+            for _ in range(2):
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def main():
@@ -221,15 +322,46 @@ def main():
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--warmup', type=int, default=WARMUP, help='iterations before the clock starts')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the training step (option `compile`)')
+    parser.add_argument(
+        '--conv-ceiling',
+        action='store_true',
+        help='instead: fp32 vs bf16 of one convolution\'s forward + backward (conv_training_ceiling)')
+    parser.add_argument(
+        '--interleaved',
+        action='store_true',
+        help='instead: the training step of each mode (fp32, bf16, bf16 + compile) timed alternately in '
+        'one process (interleaved_steps)')
     parser.add_argument('--bare-worker', nargs=2, metavar=('FOLDER', 'STAGE1'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
 
     amp = False if args.amp == 'false' else args.amp
     if args.bare_worker:  # one bare-loop run in this fresh process; prints its iterations/s
-        print(bare_loop(*args.bare_worker, args.iters, args.device, args.preset, amp, args.warmup))
+        print(bare_loop(*args.bare_worker, args.iters, args.device, args.preset, amp, args.warmup, args.compile))
         return
-    kwargs = dict(preset=args.preset, amp=amp, warmup=args.warmup)
+    if args.conv_ceiling:
+        seconds = conv_training_ceiling()
+        print(f'\nOne 3x3 convolution, forward + backward, batch 8 of 64x64, one process, torch {torch.__version__}, '
+              f'{torch.get_num_threads()} threads, medians\n')
+        print('| channels | fp32 NCHW, ms | bf16 channels_last, ms | bf16 vs fp32 |\n|---|---:|---:|---:|')
+        for width in sorted({w for w, _ in seconds}):
+            fp32, bf16 = seconds[(width, 'fp32 NCHW')], seconds[(width, 'bf16 channels_last')]
+            print(f'| {width} | {1e3 * fp32:.2f} | {1e3 * bf16:.2f} | {fp32 / bf16:.2f}x |')
+        return
+    if args.interleaved:
+        with tempfile.TemporaryDirectory() as root:
+            seconds = interleaved_steps(stage1_checkpoint(root, args.preset), args.preset, device=args.device)
+        fp32 = seconds[INTERLEAVED_MODES[0][0]]
+        batch, crop = PRESETS[args.preset]['batch'], PRESETS[args.preset]['crop']
+        print(f'\nGradNet {args.preset} size, batch {batch} x {crop}x{crop}, one process, steps timed alternately '
+              f'(8 rounds of 3 per mode), device {args.device}, torch {torch.__version__}, '
+              f'{torch.get_num_threads()} threads, medians\n')
+        print('| training step | s | speed vs fp32 NCHW |\n|---|---:|---:|')
+        for label, value in seconds.items():
+            print(f'| {label} | {value:.4f} | {fp32 / value:.2f}x |')
+        return
+    kwargs = dict(preset=args.preset, amp=amp, warmup=args.warmup, compile_net=args.compile)
     rows = []
     with tempfile.TemporaryDirectory() as root:
         folder = write_images(os.path.join(root, 'images'))
@@ -246,7 +378,8 @@ def main():
             print(f'[bench] {label}: {", ".join(f"{s:.2f}" for s in speeds)} it/s', file=sys.stderr, flush=True)
     bare = rows[0][2]
     batch, crop = PRESETS[args.preset]['batch'], PRESETS[args.preset]['crop']
-    print(f'\nGradNet {args.preset} size, batch {batch} x {crop}x{crop} per process, amp {args.amp}, device '
+    print(f'\nGradNet {args.preset} size, batch {batch} x {crop}x{crop} per process, amp {args.amp}, compile '
+          f'{args.compile}, device '
           f'{args.device}, torch {torch.__version__}, {os.cpu_count()} CPU cores, median of {args.repeats}\n')
     print('| loop | processes | iterations/s | images/s | time per image vs bare loop |\n|---|---|---|---|---|')
     for label, procs, speed in rows:

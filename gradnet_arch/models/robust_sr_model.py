@@ -10,8 +10,8 @@ What it changes of SRModel, each for a reason a run can hit:
 - DDP also runs on the CPU (gloo): `device_ids` only for CUDA.
 - Validation runs on every rank, each on its share of the images, and averages exactly as a single process does.
 - The EMA net also gets the BatchNorm statistics (buffers), which BasicSR's EMA skips.
-- `amp` (autocast with float32 weights, losses and checkpoints; a GradScaler for fp16, kept in the resume state) and
-  `channels_last` (NHWC networks and inputs).
+- `amp` (autocast with float32 weights, losses and checkpoints; a GradScaler for fp16, kept in the resume state),
+  `channels_last` (NHWC networks and inputs) and `compile` (torch.compile of the training forward and backward).
 - The training step stops before the update when the loss is not finite on any rank.
 
 A subclass states its objective in `compute_losses(output, gt)`; this class runs the step around it (autocast,
@@ -19,6 +19,7 @@ backward, optimizer or GradScaler step, loss logging, EMA). Not registered: Basi
 """
 import collections
 import os
+import shutil
 import torch
 import torch.distributed as dist
 from basicsr.metrics import calculate_metric
@@ -31,7 +32,7 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from gradnet_arch.atomic_io import atomic_open
-from gradnet_arch.errors import CheckpointKeyError, NonFiniteLossError
+from gradnet_arch.errors import CheckpointKeyError, NonFiniteLossError, OptionError
 from gradnet_arch.precision import amp_precision, autocast, memory_format, to_memory_format
 from gradnet_arch.pretrained.checkpoint_io import clean_state_dict, load_state, read_checkpoint, select_state_dict
 
@@ -55,6 +56,10 @@ class RobustSRModel(SRModel):
         channels_last (bool, top level): Keep the networks and their inputs in channels_last (NHWC) memory format,
             which oneDNN and cuDNN run fastest, especially with `amp`. Checkpoints are saved in the usual layout.
             Default: false.
+        compile (bool, top level): Run the training forward and backward through `torch.compile` (inductor), which
+            fuses BatchNorm, ReLU and the additions between the convolutions into generated kernels. Compiling takes
+            half a minute or more at the first iteration; validation, testing, the EMA net and checkpoints use the
+            plain network (checkpoint keys are unchanged). Needs a C++ compiler on the CPU. Default: false.
     """
 
     def __init__(self, opt):
@@ -62,7 +67,12 @@ class RobustSRModel(SRModel):
         self.precision, fallback = amp_precision(
             opt.get('amp', False), torch.device('cuda' if opt.get('num_gpu', 0) != 0 else 'cpu'))
         self.channels_last = bool(opt.get('channels_last', False))
+        self.compile = bool(opt.get('compile', False))
+        if self.compile and opt.get('num_gpu', 0) == 0 and not any(map(shutil.which, ('c++', 'g++', 'clang++'))):
+            raise OptionError('compile: true needs a C++ compiler on the CPU (torch.compile\'s inductor builds its '
+                              'kernels with it): install g++ or clang++, or set compile: false.')
         self.grad_scaler = None
+        self.train_net = None  # what the training step calls: net_g, or its torch.compile wrapper
         super().__init__(opt)
         if self.precision == 'fp16' and self.is_train:
             self.grad_scaler = torch.amp.GradScaler('cuda')
@@ -76,6 +86,12 @@ class RobustSRModel(SRModel):
         super().init_training_settings()
         if hasattr(self, 'net_g_ema'):
             self.net_g_ema.to(memory_format=memory_format(self.channels_last))
+        # The wrapper shares net_g's parameters and buffers; only the training step calls it (validation images of
+        # varying sizes would each need a new graph).
+        self.train_net = torch.compile(self.net_g) if self.compile else self.net_g
+        if self.compile:
+            get_root_logger().info('torch.compile: the training forward and backward are compiled at the first '
+                                   'iteration (inductor); validation and checkpoints use the plain network.')
 
     def model_to_device(self, net):
         """As BasicSR's, in the configured memory format, and DDP also works on CPU (gloo): device_ids only for CUDA."""
@@ -135,7 +151,7 @@ class RobustSRModel(SRModel):
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
         with autocast(self.precision, self.device):
-            output = self.net_g(self.lq)
+            output = self.train_net(self.lq)
         self.output = output.float()  # the losses run in float32, outside autocast
 
         l_total, loss_dict = self.compute_losses(self.output, self.gt)

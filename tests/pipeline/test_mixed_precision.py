@@ -228,3 +228,56 @@ def test_bf16_on_cuda_matches_fp32(stage1):
             with autocast(precision, 'cuda'):
                 out = net(x.contiguous(memory_format=torch.channels_last)).float()
             assert (out - ref).abs().max() < 0.02, precision
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# compile: torch.compile of the training step
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(image_dirs, stage1, tmp_path):
+    """compile: true runs BasicSR's loop through inductor: the losses and validation PSNR of the eager fp32 run (1e-3
+    relative: the generated kernels sum in another order), and checkpoints with exactly the eager run's keys that load
+    into a plain net, so nothing downstream sees the wrapper."""
+    from basicsr.archs import build_network
+
+    runs = {}
+    for compile_net in (False, True):
+        opt = _options(f'compile_{compile_net}', image_dirs, stage1, False, False)
+        opt['compile'] = compile_net
+        proc, log = _train(str(tmp_path), opt)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[compile_net] = (log, tmp_path / 'experiments' / opt['name'] / 'models' / 'net_g_latest.pth')
+    assert 'torch.compile:' in runs[True][0] and 'torch.compile:' not in runs[False][0]
+    ref, got = _losses(runs[False][0]), _losses(runs[True][0])
+    assert sorted(ref) == sorted(got) == list(range(1, 7))
+    for iteration in ref:
+        assert got[iteration] == pytest.approx(ref[iteration], rel=1e-3), iteration
+    for a, b in zip(_psnr(runs[True][0]), _psnr(runs[False][0])):
+        assert abs(a - b) < 0.01
+    eager, compiled = (torch.load(runs[c][1], map_location='cpu', weights_only=True) for c in (False, True))
+    for key in ('params', 'params_ema'):
+        assert list(compiled[key]) == list(eager[key])
+    network = gradnet_network(None)
+    network['predenoiser']['pretrained'] = None
+    build_network(network).load_state_dict(compiled['params'])
+
+
+@pytest.mark.slow
+def test_compile_option_must_be_a_boolean(image_dirs, stage1, tmp_path):
+    opt = _options('bad_compile', image_dirs, stage1, False, False)
+    opt['compile'] = 'yes'
+    proc, _ = _train(str(tmp_path), opt)
+    assert proc.returncode == 2 and 'compile' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_compile_without_a_cxx_compiler_is_a_clear_error(image_dirs, stage1, tmp_path, monkeypatch):
+    import shutil
+
+    from gradnet_arch.errors import OptionError
+
+    monkeypatch.setattr(shutil, 'which', lambda name: None)
+    opt = _options('no_cxx', image_dirs, stage1, False, False)
+    opt['compile'] = True
+    with pytest.raises(OptionError, match='needs a C.. compiler'):
+        _in_process_model(opt, tmp_path, monkeypatch)

@@ -12,6 +12,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from conftest import REPO, run_python, write_images
 
 from gradnet_arch.data import GaussianNoiseDataset
+from gradnet_arch.errors import OptionError
 
 
 def options(folder, phase='train', **kwargs):
@@ -80,6 +81,37 @@ def test_training_gt_is_an_rgb_crop_of_the_image(image_dirs):
     for _ in range(5):
         gt = dataset[0]['gt'].numpy()
         assert any(np.array_equal(gt, crop) for crop in crops)
+
+
+def test_cached_images_give_the_same_samples(image_dirs):
+    """cache_images changes where the pixels come from, not one value: same seeds, same crops, flips and noise."""
+    samples = {}
+    for cache in (False, True):
+        seed_all(6)
+        dataset = GaussianNoiseDataset(options(image_dirs['train'], gt_size=24, cache_images=cache))
+        samples[cache] = [dataset[i % 4] for i in range(16)]  # every image read more than once, flips included
+    for plain, cached in zip(samples[False], samples[True]):
+        assert torch.equal(plain['gt'], cached['gt']) and torch.equal(plain['lq'], cached['lq'])
+
+
+def test_image_cache_serves_later_reads_and_stays_intact(image_dirs, tmp_path):
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    source = os.path.join(image_dirs['train'], 'img_000.png')
+    (folder / 'a.png').write_bytes(open(source, 'rb').read())
+    seed_all(7)
+    dataset = GaussianNoiseDataset(options(str(folder), gt_size=24, cache_images=True))
+    dataset[0]
+    os.remove(folder / 'a.png')  # decoded once: later samples need no file
+    for _ in range(20):  # BasicSR's augment flips in place: it must flip a copy, never the cached image
+        dataset[0]
+    stored = dataset._cache[str(folder / 'a.png')]
+    np.testing.assert_array_equal(stored, cv2.imread(source, cv2.IMREAD_COLOR))
+
+
+def test_cache_images_must_be_a_boolean(image_dirs):
+    with pytest.raises(OptionError, match='cache_images must be true or false'):
+        GaussianNoiseDataset(options(image_dirs['train'], cache_images='yes'))
 
 
 def test_training_noise_statistics(image_dirs):

@@ -68,8 +68,9 @@ def test_lmdb_decoding_matches_basicsr_for_8_bit(whole_image_lmdb):
     dataset = GaussianNoiseDataset(options(lmdb_path, phase='val'))
     dataset[0]  # opens the file client
     value = dataset.file_client.get('img_001_s001', 'gt')
-    ours = dataset._read('img_001_s001')
-    np.testing.assert_array_equal(ours, imfrombytes(value, float32=True))
+    ours = dataset._read('img_001_s001')  # the stored 8-bit pixels; samples divide them by 255 as BasicSR does
+    assert ours.dtype == np.uint8
+    np.testing.assert_array_equal(ours.astype(np.float32) / 255., imfrombytes(value, float32=True))
 
 
 def test_grey_and_16_bit_lmdbs(tmp_path):
