@@ -1,8 +1,7 @@
 """The fast path against today's fp32 NCHW path and against the machine's own ceiling, in one run (tables, not tests).
 
     python speed/bench_fast_path.py [--device cpu|cuda] [--repeats 5] [--skip-inference] [--skip-training]
-                                    [--skip-photo]
-                                         [--psnr-set gradnet_color_sigma25=CBSD68_DIR ...] [--json out.json]
+                                    [--skip-photo] [--psnr-set gradnet_color_sigma25=CBSD68_DIR ...] [--json out.json]
 
 Sections, each printed as a Markdown table (medians over `--repeats`; one process, other work should be stopped):
 
