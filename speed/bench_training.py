@@ -314,6 +314,35 @@ def conv_training_ceiling(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
     return {key: statistics.median(values) for key, values in times.items()}
 
 
+def batchnorm_cost(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
+    """Milliseconds of a training-mode bf16 BatchNorm's forward + backward at each channel width, channels_last and
+    NCHW, timed alternately in one process (torch's channels_last kernel is slow at widths that are not a multiple of
+    the vector length, such as GradNet's 35 and 67)."""
+    import torch
+
+    cases = {}
+    for width in widths:
+        for label, layout in (('channels_last', torch.channels_last), ('NCHW', torch.contiguous_format)):
+            x = torch.randn(batch, width, side, side, dtype=torch.bfloat16).contiguous(memory_format=layout)
+            x.requires_grad_()
+            grad = torch.randn_like(x)
+            bn = torch.nn.BatchNorm2d(width).train()
+
+            def run(x=x, grad=grad, bn=bn):
+                bn(x).backward(grad)
+
+            cases[(width, label)] = run
+    for run in cases.values():
+        run()
+    times = {key: [] for key in cases}
+    for _ in range(rounds):
+        for key, run in cases.items():
+            start = time.perf_counter()
+            run()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--preset', default='demo', choices=sorted(PRESETS))
@@ -326,7 +355,8 @@ def main():
     parser.add_argument(
         '--conv-ceiling',
         action='store_true',
-        help='instead: fp32 vs bf16 of one convolution\'s forward + backward (conv_training_ceiling)')
+        help='instead: fp32 vs bf16 of one convolution\'s forward + backward (conv_training_ceiling) and the cost '
+        'of BatchNorm by layout (batchnorm_cost)')
     parser.add_argument(
         '--interleaved',
         action='store_true',
@@ -348,6 +378,11 @@ def main():
         for width in sorted({w for w, _ in seconds}):
             fp32, bf16 = seconds[(width, 'fp32 NCHW')], seconds[(width, 'bf16 channels_last')]
             print(f'| {width} | {1e3 * fp32:.2f} | {1e3 * bf16:.2f} | {fp32 / bf16:.2f}x |')
+        seconds = batchnorm_cost()
+        print('\nbf16 BatchNorm (training mode), forward + backward, same shape\n')
+        print('| channels | channels_last, ms | NCHW, ms |\n|---|---:|---:|')
+        for width in sorted({w for w, _ in seconds}):
+            print(f'| {width} | {1e3 * seconds[(width, "channels_last")]:.2f} | {1e3 * seconds[(width, "NCHW")]:.2f} |')
         return
     if args.interleaved:
         with tempfile.TemporaryDirectory() as root:
