@@ -248,6 +248,22 @@ def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WA
     return (iters - warmup) / (time.perf_counter() - start)
 
 
+def round_robin_medians(cases, rounds, per_round=1, warmup=1):
+    """Median seconds of each callable in `cases` (a dict), after `warmup` untimed calls each, timed `per_round` times
+    in a row, round robin over the cases for `rounds` rounds: a drift of the machine's speed hits every case alike."""
+    for run in cases.values():
+        for _ in range(warmup):
+            run()
+    times = {key: [] for key in cases}
+    for _ in range(rounds):
+        for key, run in cases.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 INTERLEAVED_MODES = (('fp32 NCHW', False, False), ('bf16 + channels_last', 'bf16', False),
                      ('bf16 + channels_last + compile', 'bf16', True))
 
@@ -268,17 +284,7 @@ def interleaved_steps(stage1, preset, rounds=8, steps=3, device='cpu'):
         for label, amp, compile_net in INTERLEAVED_MODES
     }
     runs = {label: functools.partial(step, noisy, clean) for label, step in steps_of.items()}
-    for step in runs.values():
-        for _ in range(2):
-            step()
-    times = {label: [] for label in runs}
-    for _ in range(rounds):
-        for label, step in runs.items():
-            for _ in range(steps):
-                start = time.perf_counter()
-                step()
-                times[label].append(time.perf_counter() - start)
-    return {label: statistics.median(values) for label, values in times.items()}
+    return round_robin_medians(runs, rounds, per_round=steps, warmup=2)
 
 
 def conv_training_ceiling(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
@@ -302,16 +308,7 @@ def conv_training_ceiling(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
                                                     [True, True, True])
 
             cases[(width, label)] = run
-    for run in cases.values():
-        run()
-    times = {key: [] for key in cases}
-    for _ in range(rounds):
-        for key, run in cases.items():
-            for _ in range(2):
-                start = time.perf_counter()
-                run()
-                times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
+    return round_robin_medians(cases, rounds, per_round=2)
 
 
 def batchnorm_cost(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
@@ -332,15 +329,7 @@ def batchnorm_cost(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
                 bn(x).backward(grad)
 
             cases[(width, label)] = run
-    for run in cases.values():
-        run()
-    times = {key: [] for key in cases}
-    for _ in range(rounds):
-        for key, run in cases.items():
-            start = time.perf_counter()
-            run()
-            times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
+    return round_robin_medians(cases, rounds)
 
 
 def main():
