@@ -31,24 +31,15 @@ import tempfile
 import time
 import yaml
 
+CPU_NET = {'num_in_ch': 3, 'num_feat': 32, 'num_modules': 2, 'num_units': 2}
 PRESETS = {
-    'demo': {
-        'net': {
-            'num_in_ch': 3,
-            'num_feat': 32,
-            'num_modules': 2,
-            'num_units': 2
-        },
+    'demo': {  # `make demo`'s batch
+        'net': CPU_NET,
         'batch': 16,
         'crop': 48
     },
     'cpu': {  # the shipped models' CPU preset (options/pretrained/train_gradnet_*_cpu.yml)
-        'net': {
-            'num_in_ch': 3,
-            'num_feat': 32,
-            'num_modules': 2,
-            'num_units': 2
-        },
+        'net': CPU_NET,
         'batch': 8,
         'crop': 64
     },

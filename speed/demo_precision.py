@@ -44,25 +44,18 @@ def train_and_evaluate(work_dir, opt_dir, seed, amp):
     from gradnet_arch.atomic_io import atomic_open
     from gradnet_arch.demo import evaluate
 
-    files = []
-    for opt in run_options(opt_dir, seed, amp):
-        path = os.path.join(work_dir, f'{opt["name"]}.yml')
-        if not os.path.isfile(path):
-            with atomic_open(path, overwrite=False) as f:
-                f.write(yaml.safe_dump(opt, sort_keys=False).encode())
-        files.append(path)
-        if not os.path.isfile(os.path.join(work_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')):
-            print(f'[demo_precision] training {opt["name"]}', file=sys.stderr, flush=True)
-            cwd = os.getcwd()
-            os.chdir(work_dir)
-            try:
-                train.main(['-opt', os.path.basename(path), '--auto_resume'])
-            finally:
-                os.chdir(cwd)
+    opts = run_options(opt_dir, seed, amp)
     cwd = os.getcwd()
-    os.chdir(work_dir)
+    os.chdir(work_dir)  # gradnet-train writes, and the demo's evaluate reads, experiments/ under the current folder
     try:
-        return evaluate([os.path.basename(f) for f in files], amp)[1:]  # without the noisy-input row
+        for opt in opts:
+            if not os.path.isfile(f'{opt["name"]}.yml'):
+                with atomic_open(f'{opt["name"]}.yml', overwrite=False) as f:
+                    f.write(yaml.safe_dump(opt, sort_keys=False).encode())
+            if not os.path.isfile(os.path.join('experiments', opt['name'], 'models', 'net_g_latest.pth')):
+                print(f'[demo_precision] training {opt["name"]}', file=sys.stderr, flush=True)
+                train.main(['-opt', f'{opt["name"]}.yml', '--auto_resume'])
+        return evaluate([f'{opt["name"]}.yml' for opt in opts], amp)[1:]  # without the noisy-input row
     finally:
         os.chdir(cwd)
 
@@ -79,6 +72,10 @@ def main(argv=None):
     import gradnet_arch  # noqa: F401  (registers the plugin)
     from gradnet_arch.demo import write_photos
 
+    missing = [name for name in STAGES if not os.path.isfile(os.path.join(args.opt_dir, name))]
+    if missing:
+        raise SystemExit(f'demo_precision: {", ".join(missing)} not found in --opt-dir {args.opt_dir}; run from the '
+                         f'repository root or pass the folder of the demo option files.')
     os.makedirs(args.work_dir, exist_ok=True)
     write_photos(os.path.join(args.work_dir, 'datasets', 'skimage_demo'))
     opt_dir = os.path.abspath(args.opt_dir)

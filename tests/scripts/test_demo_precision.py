@@ -25,3 +25,15 @@ def test_run_options_change_only_seed_precision_names_and_the_stage1_link():
                                                                                 'net_g_latest.pth')
     names = {demo_precision.run_options(DEMO, s, a)[1]['name'] for s in (10, 11) for a in (False, 'bf16')}
     assert len(names) == 4  # every run writes its own experiments folder
+
+
+def test_missing_option_files_are_one_line(tmp_path):
+    from conftest import run_python
+
+    proc = run_python(
+        ['speed/demo_precision.py', '--opt-dir',
+         str(tmp_path / 'nowhere'), '--work-dir',
+         str(tmp_path / 'work')],
+        cwd=REPO)
+    assert proc.returncode != 0 and 'not found in --opt-dir' in proc.stderr and 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'work').exists()  # stopped before writing anything
