@@ -1,7 +1,8 @@
 """The fast path against today's fp32 NCHW path and against the machine's own ceiling, in one run (tables, not tests).
 
     python speed/bench_fast_path.py [--device cpu|cuda] [--repeats 5] [--skip-inference] [--skip-training]
-                                    [--skip-photo] [--psnr-set gradnet_color_sigma25=CBSD68_DIR ...] [--json out.json]
+                                    [--train-in one|processes] [--skip-photo]
+                                    [--psnr-set gradnet_color_sigma25=CBSD68_DIR ...] [--json out.json]
 
 Sections, each printed as a Markdown table (medians over `--repeats`; one process, other work should be stopped):
 
@@ -17,7 +18,9 @@ Sections, each printed as a Markdown table (medians over `--repeats`; one proces
 3. Training: iterations/s of `gradnet-train` (BasicSR's loop, GradNetModel) and of a bare PyTorch loop, fp32 NCHW,
    bf16 + channels_last and bf16 + channels_last + torch.compile (`compile: true`; compiling is excluded by the
    warm-up, like start-up), paper size (batch 8 of 64x64) and the shipped models' CPU preset (32 features, 2 x 2;
-   batch 8 of 64x64): speed/bench_training.py's runs.
+   batch 8 of 64x64): speed/bench_training.py's loops, by default all in this process, timed alternately in blocks
+   of 3 iterations (`--train-in one`, `interleaved_loops`: free of the machine's drift), or each run in a fresh
+   process (`--train-in processes`).
 4. A 12-megapixel photo (4000x3000, synthetic) through `gradnet-denoise` with its defaults, in a fresh process: wall
    time and peak resident memory.
 5. With `--psnr-set MODEL=DIR`: mean PSNR of a shipped model on a test set (AWGN sigma 25, seed 0 per image, as
@@ -201,6 +204,46 @@ def _forward(net, inp, precision, device):
 TRAINING_MODES = (('fp32', False, False), ('bf16', 'bf16', False), ('bf16 + compile', 'bf16', True))
 
 
+def training_interleaved(device, rounds):
+    """Rows of section 3 from speed/bench_training.py's `interleaved_loops`: whole iterations of BasicSR's loop and of
+    the bare loop in each mode, all in this process, timed in blocks round robin; the ratios in brackets are medians
+    over rounds of the ratio within a round. Same row format as `training`; `runs` holds seconds per iteration."""
+    import bench_training
+
+    assert [m[1:] for m in TRAINING_MODES] == [m[1:] for m in bench_training.INTERLEAVED_MODES]
+    rows = []
+    for preset in ('paper', 'cpu'):
+        with tempfile.TemporaryDirectory() as root:
+            times = bench_training.interleaved_loops(root, preset, rounds=rounds, device=device.type)
+        fp32 = (bench_training.INTERLEAVED_MODES[0][0], 'BasicSR')
+        for mode, (label, _, _) in zip(TRAINING_MODES, bench_training.INTERLEAVED_MODES):
+            bare, basicsr = (label, 'bare'), (label, 'BasicSR')
+            rows.append({
+                'preset':
+                preset,
+                'mode':
+                mode[0],
+                'amp':
+                mode[1] or 'fp32',
+                'compile':
+                mode[2],
+                'bare':
+                1 / statistics.median(times[bare]),
+                'basicsr':
+                1 / statistics.median(times[basicsr]),
+                'basicsr_over_bare_paired':
+                1 / bench_training.paired_ratio(times, basicsr, bare, bench_training.BLOCK),
+                'over_fp32_paired':
+                bench_training.paired_ratio(times, fp32, basicsr, bench_training.BLOCK),
+                'runs': {
+                    'bare': times[bare],
+                    'basicsr': times[basicsr]
+                }
+            })
+            log(f'training {preset} {mode[0]}: bare {rows[-1]["bare"]:.3f}, BasicSR {rows[-1]["basicsr"]:.3f} it/s')
+    return rows
+
+
 def training(device, repeats):
     """Rows of section 3 (speed/bench_training.py's runs, each in a fresh process), round robin over the six
     (mode, loop) cases of a preset so that drifts of the machine's speed spread over all of them alike."""
@@ -344,7 +387,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--train-repeats', type=int, default=3)
+    parser.add_argument('--train-repeats', type=int, default=3, help='with --train-in processes: runs per case')
+    parser.add_argument('--train-rounds', type=int, default=8, help='with --train-in one: rounds of 3 iterations')
+    parser.add_argument(
+        '--train-in',
+        default='one',
+        choices=['one', 'processes'],
+        help='training section: all loops timed alternately in one process (default, free of the machine\'s drift) '
+        'or each run in a fresh gradnet-train / bare-loop process')
     parser.add_argument('--skip-inference', action='store_true', help='skip sections 1 and 2')
     parser.add_argument('--skip-training', action='store_true')
     parser.add_argument('--skip-photo', action='store_true')
@@ -367,7 +417,11 @@ def main():
         report['ceiling'] = ceiling(device, args.repeats)
         report['inference'] = inference(device, args.repeats, report['ceiling'])
     if not args.skip_training:
-        report['training'] = training(device, args.train_repeats)
+        if args.train_in == 'one':
+            report['training'] = training_interleaved(device, args.train_rounds)
+        else:
+            report['training'] = training(device, args.train_repeats)
+        report['training_in'] = args.train_in
     if not args.skip_photo:
         report['photo'] = photo(device)
     if args.psnr_set:
@@ -412,7 +466,12 @@ def print_inference(report):
 def print_training_and_rest(report):
     if 'training' in report:
         print('\nTraining, iterations/s (gradnet-train = BasicSR\'s loop with GradNetModel)\n')
-        print('Ratios: of the medians, and [median of the ratios of runs of the same repeat].\n')
+        if report.get('training_in') == 'one':
+            print('All loops in one process, timed in blocks of 3 iterations round robin (data loading included). '
+                  'Ratios: of the medians, and [median over rounds of the ratio within a round].\n')
+        else:
+            print('Each run in a fresh process. Ratios: of the medians, and [median of the ratios of runs of the same '
+                  'repeat].\n')
         print('| preset | mode | bare loop | gradnet-train | gradnet-train / bare | gradnet-train / its fp32 NCHW |\n'
               '|---|---|---:|---:|---:|---:|')
         for row in report['training']:

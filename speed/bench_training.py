@@ -2,22 +2,26 @@
 
     python speed/bench_training.py [--preset cpu|demo|paper] [--amp bf16|false] [--compile] [--iters 60]
                                    [--repeats 3] [--device cpu|cuda]
-    python speed/bench_training.py --interleaved [--preset cpu|demo|paper] [--device cpu|cuda]
+    python speed/bench_training.py --interleaved [--preset cpu|demo|paper] [--device cpu|cuda] [--rounds 8]
+    python speed/bench_training.py --interleaved-loops [--preset cpu|demo|paper] [--device cpu|cuda] [--rounds 8]
     python speed/bench_training.py --conv-ceiling
 
 Every row trains the same GradNet (`--preset cpu`: the shipped models' CPU preset, 32 features, 2 modules x 2 units,
 batch 8 of 64x64 crops; `demo`: the same net, batch 16 of 48x48 as `make demo`; `paper`: 64 features, 4 x 4, batch 8
 of 64x64; a frozen pre-denoiser of the same size) on the same data (GaussianNoiseDataset, sigma 25, one loader worker
-per process) with L1 + 0.1 * gradient loss and Adam, in float32 NCHW (`--amp false`) or with bf16 autocast +
-channels_last (`--amp bf16`, GradNetModel's `amp` / `channels_last`), eager or through torch.compile (`--compile`,
-GradNetModel's `compile`; the bare loop compiles its net the same way).
+per process, `cache_images: true` as in the shipped presets) with L1 + 0.1 * gradient loss and Adam, in float32 NCHW
+(`--amp false`) or with bf16 autocast + channels_last (`--amp bf16`, GradNetModel's `amp` / `channels_last`), eager
+or through torch.compile (`--compile`, GradNetModel's `compile`; the bare loop compiles its net the same way).
 Throughput is measured between iteration `warmup` and the last one (start-up and warm-up excluded): from the
 timestamps of BasicSR's log lines for the BasicSR rows, with a timer for the bare loop. The median over `repeats` runs
 is printed, as a Markdown table. speed/bench_fast_path.py uses these functions for its training table.
 
 Runs in separate processes minutes apart see this shared VM's speed drift (10-30 %); `--interleaved` times the bare
 training step of fp32 NCHW, bf16 + channels_last and bf16 + channels_last + compile alternately in one process, which
-gives their speed ratios free of that drift (the step only: no data loading, no BasicSR loop).
+gives their speed ratios free of that drift (the step only: no data loading, no BasicSR loop). `--interleaved-loops`
+does the same for whole iterations of BasicSR's loop (its prefetcher, GradNetModel, timers and logger, on a model and
+data loader built by BasicSR's own functions) and of the bare loop, data loading included: the loop's cost and each
+mode's speed-up as `gradnet-train` sees them, in one process.
 """
 import argparse
 import datetime
@@ -55,6 +59,7 @@ PRESETS = {
     },
 }
 WARMUP = 10
+BLOCK = 3  # iterations timed in a row per case and round by the interleaved timings
 
 
 def write_images(folder, count=8):
@@ -79,6 +84,7 @@ def dataset_opt(folder, preset):
         'gt_size': PRESETS[preset]['crop'],
         'use_hflip': True,
         'use_rot': True,
+        'cache_images': True,  # as the shipped CPU presets and the demo
         'io_backend': {
             'type': 'disk'
         },
@@ -105,9 +111,8 @@ def network(stage1, preset):
     return dict(net, type='GradNet', global_residual=True, predenoiser=dict(net, type='MSKResNet', pretrained=stage1))
 
 
-def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=False, warmup=WARMUP, compile_net=False):
-    """iterations/s of `gradnet-train` (BasicSR's loop) with `procs` processes."""
-    name = f'bench_{preset}_{amp}_{procs}p_{time.monotonic_ns()}'
+def train_options(name, folder, stage1, iters, device, preset, amp, compile_net, print_freq=1):
+    """The option dict of the BasicSR rows (what `gradnet-train -opt` reads)."""
     opt = {
         'name': name,
         'model_type': 'GradNetModel',
@@ -144,12 +149,19 @@ def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=F
             }
         },
         'logger': {
-            'print_freq': 1,
+            'print_freq': print_freq,
             'save_checkpoint_freq': 10**9,
             'use_tb_logger': False
         }
     }
     del opt['datasets']['train']['phase']
+    return opt
+
+
+def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=False, warmup=WARMUP, compile_net=False):
+    """iterations/s of `gradnet-train` (BasicSR's loop) with `procs` processes."""
+    name = f'bench_{preset}_{amp}_{procs}p_{time.monotonic_ns()}'
+    opt = train_options(name, folder, stage1, iters, device, preset, amp, compile_net)
     opt_file = os.path.join(root, f'{name}.yml')
     with open(opt_file, 'w') as f:
         yaml.safe_dump(opt, f)
@@ -239,27 +251,45 @@ def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WA
     return (iters - warmup) / (time.perf_counter() - start)
 
 
-def round_robin_medians(cases, rounds, per_round=1, warmup=1):
-    """Median seconds of each callable in `cases` (a dict), after `warmup` untimed calls each, timed `per_round` times
-    in a row, round robin over the cases for `rounds` rounds: a drift of the machine's speed hits every case alike."""
+def round_robin_times(cases, rounds, per_round=1, warmup=1):
+    """Seconds of each callable in `cases` (a dict) per call, in call order, after `warmup` untimed calls each, timed
+    `per_round` times in a row, round robin over the cases for `rounds` rounds, every other round in reverse order: a
+    drift of the machine's speed hits every case alike."""
     for run in cases.values():
         for _ in range(warmup):
             run()
     times = {key: [] for key in cases}
-    for _ in range(rounds):
-        for key, run in cases.items():
+    for round_index in range(rounds):
+        order = list(cases.items())
+        for key, run in order[::-1] if round_index % 2 else order:  # ABBA order: a steady drift cancels out
             for _ in range(per_round):
                 start = time.perf_counter()
                 run()
                 times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
+    return times
+
+
+def round_robin_medians(cases, rounds, per_round=1, warmup=1):
+    """Median seconds of each case of `round_robin_times`."""
+    return {
+        key: statistics.median(values)
+        for key, values in round_robin_times(cases, rounds, per_round, warmup).items()
+    }
+
+
+def paired_ratio(times, numerator, denominator, per_round):
+    """Median over rounds of the time ratio of two cases of `round_robin_times` within a round (their blocks ran
+    minutes or less apart, so this ratio is the least touched by drift)."""
+    num, den = times[numerator], times[denominator]
+    blocks = range(0, len(num), per_round)
+    return statistics.median(sum(num[b:b + per_round]) / sum(den[b:b + per_round]) for b in blocks)
 
 
 INTERLEAVED_MODES = (('fp32 NCHW', False, False), ('bf16 + channels_last', 'bf16', False),
                      ('bf16 + channels_last + compile', 'bf16', True))
 
 
-def interleaved_steps(stage1, preset, rounds=8, steps=3, device='cpu'):
+def interleaved_steps(stage1, preset, rounds=8, steps=BLOCK, device='cpu'):
     """Median seconds per training step of each mode in INTERLEAVED_MODES, all in this process, timed in blocks of
     `steps` steps round robin over the modes for `rounds` rounds, so a drift of the machine's speed (minutes) hits
     every mode alike. Each mode has its own net (same seed), Adam and one fixed batch; no data loading, no BasicSR.
@@ -276,6 +306,103 @@ def interleaved_steps(stage1, preset, rounds=8, steps=3, device='cpu'):
     }
     runs = {label: functools.partial(step, noisy, clean) for label, step in steps_of.items()}
     return round_robin_medians(runs, rounds, per_round=steps, warmup=2)
+
+
+def basicsr_iteration(root, folder, stage1, preset, amp, compile_net, device, print_freq=100):
+    """A callable that runs one iteration of BasicSR's training loop as `basicsr.train.train_pipeline` runs it: the
+    next batch from its CPUPrefetcher (the next epoch when one ends), `update_learning_rate`, `feed_data`,
+    `optimize_parameters`, its two AvgTimers and, every `print_freq` iterations, the MessageLogger line. Options, data
+    loader and GradNetModel are what BasicSR's own parse_options, create_train_val_dataloader and build_model make of
+    the option file `basicsr_run` gives `gradnet-train`; only the loop body is repeated here, so that it can be timed
+    an iteration at a time (validation and checkpoints are off in these options, as in `basicsr_run`)."""
+    import torch
+    from basicsr.data.prefetch_dataloader import CPUPrefetcher
+    from basicsr.models import build_model
+    from basicsr.train import create_train_val_dataloader
+    from basicsr.utils import AvgTimer, MessageLogger, get_root_logger, make_exp_dirs
+    from basicsr.utils.options import parse_options
+
+    from gradnet_arch.option_check import safe_option_loading
+
+    name = f'interleaved_{preset}_{amp}_{compile_net}_{time.monotonic_ns()}'
+    opt_file = os.path.join(root, f'{name}.yml')
+    with open(opt_file, 'w') as f:
+        yaml.safe_dump(train_options(name, folder, stage1, 10**9, device, preset, amp, compile_net, print_freq), f)
+    saved_argv, sys.argv = sys.argv, ['train.py', '-opt', opt_file]  # BasicSR's parse_options reads sys.argv
+    try:
+        with safe_option_loading():
+            opt, _ = parse_options(root, is_train=True)
+    finally:
+        sys.argv = saved_argv
+    make_exp_dirs(opt)
+    logger = get_root_logger()
+    train_loader, train_sampler, _, _, _ = create_train_val_dataloader(opt, logger)
+    model = build_model(opt)
+    msg_logger = MessageLogger(opt, 0, None)
+    prefetcher = CPUPrefetcher(train_loader)
+    data_timer, iter_timer = AvgTimer(), AvgTimer()
+    state = {'epoch': 0, 'iter': 0}
+
+    def iteration():
+        batch = prefetcher.next()
+        if batch is None:
+            state['epoch'] += 1
+            train_sampler.set_epoch(state['epoch'])
+            prefetcher.reset()
+            batch = prefetcher.next()
+        data_timer.record()
+        state['iter'] += 1
+        model.update_learning_rate(state['iter'], warmup_iter=-1)
+        model.feed_data(batch)
+        model.optimize_parameters(state['iter'])
+        iter_timer.record()
+        if state['iter'] % print_freq == 0:
+            log_vars = {'epoch': state['epoch'], 'iter': state['iter'], 'lrs': model.get_current_learning_rate()}
+            log_vars.update({'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time()})
+            log_vars.update(model.get_current_log())
+            msg_logger(log_vars)
+        data_timer.start()
+        iter_timer.start()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+
+    iteration.model, iteration.state = model, state  # for tests and callers that read the model
+    return iteration
+
+
+def bare_iteration(folder, stage1, preset, amp, compile_net, device):
+    """A callable that runs one iteration of the bare loop (`bare_loop`): the next batch of its DataLoader, then
+    `bare_step`."""
+    import torch
+    from basicsr.data import build_dataset
+
+    step = bare_step(stage1, preset, amp, compile_net, device)
+    dataset = build_dataset(dataset_opt(folder, preset))
+    batch_size = PRESETS[preset]['batch']
+    # endless random samples, as BasicSR's enlarged sampler gives its loop (a new pass would start a new worker)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10**6 * batch_size)
+    batches = iter(torch.utils.data.DataLoader(dataset, batch_size, sampler=sampler, num_workers=1, drop_last=True))
+
+    def iteration():
+        batch = next(batches)
+        step(batch['lq'], batch['gt'])
+
+    return iteration
+
+
+def interleaved_loops(root, preset, rounds=8, steps=BLOCK, device='cpu'):
+    """Seconds per iteration of BasicSR's loop (`basicsr_iteration`) and of the bare loop (`bare_iteration`),
+    each with its own data loader (one worker), in every mode of INTERLEAVED_MODES, all in this process and timed in
+    blocks of `steps` iterations round robin over the six cases for `rounds` rounds: the loop cost and the speed-up of
+    each mode over fp32 free of the machine's drift. Compiling and three warm-up iterations per case are not timed.
+    Returns {(mode label, 'bare' | 'BasicSR'): [seconds per iteration]} (`round_robin_times`)."""
+    folder = write_images(os.path.join(root, 'images'))
+    stage1 = stage1_checkpoint(root, preset)
+    cases = {}
+    for label, amp, compile_net in INTERLEAVED_MODES:
+        cases[(label, 'bare')] = bare_iteration(folder, stage1, preset, amp, compile_net, device)
+        cases[(label, 'BasicSR')] = basicsr_iteration(root, folder, stage1, preset, amp, compile_net, device)
+    return round_robin_times(cases, rounds, per_round=steps, warmup=3)
 
 
 def conv_training_ceiling(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
@@ -342,6 +469,12 @@ def main():
         action='store_true',
         help='instead: the training step of each mode (fp32, bf16, bf16 + compile) timed alternately in '
         'one process (interleaved_steps)')
+    parser.add_argument(
+        '--interleaved-loops',
+        action='store_true',
+        help='instead: BasicSR\'s loop and the bare loop, with data loading, in each mode, timed alternately in one '
+        'process (interleaved_loops)')
+    parser.add_argument('--rounds', type=int, default=8, help='rounds of --interleaved and --interleaved-loops')
     parser.add_argument('--bare-worker', nargs=2, metavar=('FOLDER', 'STAGE1'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
@@ -366,15 +499,39 @@ def main():
         return
     if args.interleaved:
         with tempfile.TemporaryDirectory() as root:
-            seconds = interleaved_steps(stage1_checkpoint(root, args.preset), args.preset, device=args.device)
+            seconds = interleaved_steps(
+                stage1_checkpoint(root, args.preset), args.preset, rounds=args.rounds, device=args.device)
         fp32 = seconds[INTERLEAVED_MODES[0][0]]
         batch, crop = PRESETS[args.preset]['batch'], PRESETS[args.preset]['crop']
         print(f'\nGradNet {args.preset} size, batch {batch} x {crop}x{crop}, one process, steps timed alternately '
-              f'(8 rounds of 3 per mode), device {args.device}, torch {torch.__version__}, '
+              f'({args.rounds} rounds of {BLOCK} per mode), device {args.device}, torch {torch.__version__}, '
               f'{torch.get_num_threads()} threads, medians\n')
         print('| training step | s | speed vs fp32 NCHW |\n|---|---:|---:|')
         for label, value in seconds.items():
             print(f'| {label} | {value:.4f} | {fp32 / value:.2f}x |')
+        return
+    if args.interleaved_loops:
+        with tempfile.TemporaryDirectory() as root:
+            times = interleaved_loops(root, args.preset, rounds=args.rounds, device=args.device)
+        batch, crop = PRESETS[args.preset]['batch'], PRESETS[args.preset]['crop']
+        print(f'\nGradNet {args.preset} size, batch {batch} x {crop}x{crop}, data loading included (one worker per '
+              f'loop), one process, iterations timed alternately ({args.rounds} rounds of {BLOCK} per case), device '
+              f'{args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; medians of the '
+              f'iterations, and [medians over rounds of the ratio within a round]\n')
+        print('| mode | bare loop, s/it | BasicSR loop, s/it | BasicSR / bare time | bare vs fp32 | BasicSR vs fp32 |')
+        print('|---|---:|---:|---:|---:|---:|')
+        fp32 = INTERLEAVED_MODES[0][0]
+        med = {key: statistics.median(values) for key, values in times.items()}
+        for label, _, _ in INTERLEAVED_MODES:
+            bare, loop = (label, 'bare'), (label, 'BasicSR')
+            cells = [
+                f'{med[bare]:.4f}', f'{med[loop]:.4f}',
+                f'{med[loop] / med[bare]:.3f} [{paired_ratio(times, loop, bare, BLOCK):.3f}]'
+            ]
+            for kind in ('bare', 'BasicSR'):
+                cells.append(f'{med[(fp32, kind)] / med[(label, kind)]:.2f}x '
+                             f'[{paired_ratio(times, (fp32, kind), (label, kind), BLOCK):.2f}x]')
+            print(f'| {label} | ' + ' | '.join(cells) + ' |')
         return
     kwargs = dict(preset=args.preset, amp=amp, warmup=args.warmup, compile_net=args.compile)
     rows = []

@@ -1,0 +1,28 @@
+"""speed/bench_training.py's in-process BasicSR iteration: BasicSR's own options, data loader and GradNetModel, trained
+an iteration at a time as its train_pipeline does."""
+import math
+import os
+import sys
+import torch
+from conftest import REPO
+
+sys.path.insert(0, os.path.join(REPO, 'speed'))
+import bench_training  # noqa: E402
+
+
+def test_basicsr_iteration_trains_the_model_basicsr_builds(tmp_path):
+    root = str(tmp_path)
+    folder = bench_training.write_images(os.path.join(root, 'images'), count=2)
+    stage1 = bench_training.stage1_checkpoint(root, 'cpu')
+    iteration = bench_training.basicsr_iteration(root, folder, stage1, 'cpu', False, False, 'cpu', print_freq=2)
+    model = iteration.model
+    assert type(model).__name__ == 'GradNetModel' and model.opt['network_g']['type'] == 'GradNet'
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items() if not k.startswith('predenoiser.')}
+    for _ in range(3):  # the MessageLogger line runs at iteration 2
+        iteration()
+    assert iteration.state['iter'] == 3
+    log = model.get_current_log()
+    assert {'l_pix', 'l_grad'} <= set(log) and all(math.isfinite(v) for v in log.values())
+    after = model.net_g.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the optimizer stepped
+    assert model.get_current_learning_rate() == [1e-3]
