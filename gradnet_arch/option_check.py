@@ -15,6 +15,7 @@ import contextlib
 import copy
 import difflib
 import inspect
+import json
 import math
 import os
 import re
@@ -146,6 +147,11 @@ def read_option_file(path):
     except OSError as error:
         raise OptionError(f'cannot read option file {path}: {error.strerror or error}.') from None
     return load_options(text, path)
+
+
+def plain_options(opt):
+    """`opt` as read (ordered mappings) turned into plain dicts and lists, which PyYAML's safe dumper writes."""
+    return json.loads(json.dumps(opt))
 
 
 def safe_yaml_load(f):

@@ -19,7 +19,6 @@ import csv
 import datetime
 import glob
 import io
-import json
 import os
 import re
 import subprocess
@@ -56,9 +55,9 @@ DONE_MARK = 'sweep stopped at the time limit'
 
 
 def candidate_options(overrides, name, val_freq):
-    from gradnet_arch.option_check import read_option_file
+    from gradnet_arch.option_check import plain_options, read_option_file
 
-    opt = json.loads(json.dumps(read_option_file(BASE)))  # plain dicts
+    opt = plain_options(read_option_file(BASE))
     opt['name'] = f'sweep_{name}'
     train = opt['datasets']['train']
     train['meta_info_file'] = os.path.join(META, 'cbsd432_train416.txt')

@@ -94,18 +94,16 @@ def write_predenoiser(source=SHIPPED):
 
 def write_run_options(variant, seed):
     """The run's option file: the variant's file with name and manual_seed changed; an existing different one stops."""
-    import json
     import yaml
 
     from gradnet_arch.atomic_io import atomic_open
-    from gradnet_arch.option_check import read_option_file
+    from gradnet_arch.option_check import plain_options, read_option_file
 
     opt = read_option_file(base_option_path(variant))
     opt['name'] = run_name(variant, seed)
     opt['manual_seed'] = seed
     text = (f'# {run_name(variant, seed)}: {base_option_path(variant)[len(REPO) + 1:]} with seed {seed} '
-            f'(written by scripts/run_ablation.py)\n' +
-            yaml.safe_dump(json.loads(json.dumps(opt)), sort_keys=False, width=120))  # plain dicts
+            f'(written by scripts/run_ablation.py)\n' + yaml.safe_dump(plain_options(opt), sort_keys=False, width=120))
     path = os.path.join('ablation', 'options', f'{run_name(variant, seed)}.yml')
     if os.path.isfile(path):
         with open(path, encoding='utf-8') as f:

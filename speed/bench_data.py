@@ -10,7 +10,6 @@ import argparse
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 
@@ -40,6 +39,11 @@ def main():
     parser.add_argument('--samples', type=int, default=400)
     parser.add_argument('--repeats', type=int, default=5)
     args = parser.parse_args()
+    for flag in ('gt_size', 'samples', 'repeats'):
+        if getattr(args, flag) < 1:
+            parser.error(f'--{flag.replace("_", "-")} must be at least 1, got {getattr(args, flag)}')
+    if args.folder and not os.path.isdir(args.folder):
+        parser.error(f'--folder {args.folder}: no such folder')
     import torch
 
     import gradnet_arch  # noqa: F401  (registers the plugin)
@@ -48,8 +52,6 @@ def main():
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as root:
         folder = args.folder or synthetic_folder(root)
-        if not os.path.isdir(folder):
-            sys.exit(f'--folder {folder}: no such folder')
         datasets = {}
         for cache in (False, True):
             opt = {

@@ -40,6 +40,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import bench_training  # noqa: E402  (this folder; standard library and PyYAML only at import)
 
 PAPER = {'num_in_ch': 3, 'num_feat': 64, 'num_modules': 4, 'num_units': 4}
 PROBE = 256  # side of the conv probe and of the paper-size / RIDNet comparison image (the issue's comparison)
@@ -201,45 +202,45 @@ def _forward(net, inp, precision, device):
     return run
 
 
-TRAINING_MODES = (('fp32', False, False), ('bf16', 'bf16', False), ('bf16 + compile', 'bf16', True))
+# the modes of speed/bench_training.py's INTERLEAVED_MODES, under the short names of this script's rows and JSON
+TRAINING_MODES = tuple(
+    (name, amp, compile_net)
+    for name, (_, amp, compile_net) in zip(('fp32', 'bf16', 'bf16 + compile'), bench_training.INTERLEAVED_MODES))
+
+
+def training_row(preset, mode, bare, basicsr, basicsr_over_bare_paired, over_fp32_paired, bare_runs, basicsr_runs):
+    """One row of section 3: iterations/s of both loops (medians) and the paired ratios (see the two callers)."""
+    return {
+        'preset': preset,
+        'mode': mode[0],
+        'amp': mode[1] or 'fp32',
+        'compile': mode[2],
+        'bare': bare,
+        'basicsr': basicsr,
+        'basicsr_over_bare_paired': basicsr_over_bare_paired,
+        'over_fp32_paired': over_fp32_paired,
+        'runs': {
+            'bare': bare_runs,
+            'basicsr': basicsr_runs
+        }
+    }
 
 
 def training_interleaved(device, rounds):
     """Rows of section 3 from speed/bench_training.py's `interleaved_loops`: whole iterations of BasicSR's loop and of
     the bare loop in each mode, all in this process, timed in blocks round robin; the ratios in brackets are medians
     over rounds of the ratio within a round. Same row format as `training`; `runs` holds seconds per iteration."""
-    import bench_training
-
-    assert [m[1:] for m in TRAINING_MODES] == [m[1:] for m in bench_training.INTERLEAVED_MODES]
     rows = []
     for preset in ('paper', 'cpu'):
         with tempfile.TemporaryDirectory() as root:
             times = bench_training.interleaved_loops(root, preset, rounds=rounds, device=device.type)
         fp32 = (bench_training.INTERLEAVED_MODES[0][0], 'BasicSR')
+        paired = functools.partial(bench_training.paired_ratio, times, per_round=bench_training.BLOCK)
         for mode, (label, _, _) in zip(TRAINING_MODES, bench_training.INTERLEAVED_MODES):
             bare, basicsr = (label, 'bare'), (label, 'BasicSR')
-            rows.append({
-                'preset':
-                preset,
-                'mode':
-                mode[0],
-                'amp':
-                mode[1] or 'fp32',
-                'compile':
-                mode[2],
-                'bare':
-                1 / statistics.median(times[bare]),
-                'basicsr':
-                1 / statistics.median(times[basicsr]),
-                'basicsr_over_bare_paired':
-                1 / bench_training.paired_ratio(times, basicsr, bare, bench_training.BLOCK),
-                'over_fp32_paired':
-                bench_training.paired_ratio(times, fp32, basicsr, bench_training.BLOCK),
-                'runs': {
-                    'bare': times[bare],
-                    'basicsr': times[basicsr]
-                }
-            })
+            rows.append(
+                training_row(preset, mode, 1 / statistics.median(times[bare]), 1 / statistics.median(times[basicsr]),
+                             1 / paired(basicsr, bare), paired(fp32, basicsr), times[bare], times[basicsr]))
             log(f'training {preset} {mode[0]}: bare {rows[-1]["bare"]:.3f}, BasicSR {rows[-1]["basicsr"]:.3f} it/s')
     return rows
 
@@ -247,8 +248,6 @@ def training_interleaved(device, rounds):
 def training(device, repeats):
     """Rows of section 3 (speed/bench_training.py's runs, each in a fresh process), round robin over the six
     (mode, loop) cases of a preset so that drifts of the machine's speed spread over all of them alike."""
-    import bench_training
-
     rows = []
     plan = (('paper', 25, 5), ('cpu', 70, 10))  # (preset, iterations, warm-up iterations; compiling is iteration 1)
     loops = {'bare': bench_training.bare_run, 'basicsr': functools.partial(bench_training.basicsr_run, procs=1)}
@@ -268,21 +267,11 @@ def training(device, repeats):
             fp32 = runs[(TRAINING_MODES[0], 'basicsr')]
             for mode in TRAINING_MODES:
                 bare, basicsr = runs[(mode, 'bare')], runs[(mode, 'basicsr')]
-                rows.append({
-                    'preset': preset,
-                    'mode': mode[0],
-                    'amp': mode[1] or 'fp32',
-                    'compile': mode[2],
-                    'bare': statistics.median(bare),
-                    'basicsr': statistics.median(basicsr),
-                    # ratios of runs of the same repeat (minutes apart), less exposed to the machine's drift
-                    'basicsr_over_bare_paired': statistics.median(b / a for a, b in zip(bare, basicsr)),
-                    'over_fp32_paired': statistics.median(b / a for a, b in zip(fp32, basicsr)),
-                    'runs': {
-                        'bare': bare,
-                        'basicsr': basicsr
-                    }
-                })
+                # ratios of runs of the same repeat (minutes apart), less exposed to the machine's drift
+                rows.append(
+                    training_row(preset, mode, statistics.median(bare), statistics.median(basicsr),
+                                 statistics.median(b / a for a, b in zip(bare, basicsr)),
+                                 statistics.median(b / a for a, b in zip(fp32, basicsr)), bare, basicsr))
     return rows
 
 
@@ -388,7 +377,7 @@ def main():
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--train-repeats', type=int, default=3, help='with --train-in processes: runs per case')
-    parser.add_argument('--train-rounds', type=int, default=8, help='with --train-in one: rounds of 3 iterations')
+    parser.add_argument('--train-rounds', type=int, default=8, help='with --train-in one: rounds of timing')
     parser.add_argument(
         '--train-in',
         default='one',
@@ -402,6 +391,8 @@ def main():
         '--psnr-set', action='append', default=[], metavar='MODEL=DIR', help='a shipped model and a clean test set')
     parser.add_argument('--json', help='also write every figure to this JSON file')
     args = parser.parse_args()
+    if args.train_rounds < 1:
+        parser.error(f'--train-rounds must be at least 1, got {args.train_rounds}')
     import torch
 
     import gradnet_arch  # noqa: F401  (registers the plugin)
@@ -467,8 +458,8 @@ def print_training_and_rest(report):
     if 'training' in report:
         print('\nTraining, iterations/s (gradnet-train = BasicSR\'s loop with GradNetModel)\n')
         if report.get('training_in') == 'one':
-            print('All loops in one process, timed in blocks of 3 iterations round robin (data loading included). '
-                  'Ratios: of the medians, and [median over rounds of the ratio within a round].\n')
+            print(f'All loops in one process, timed in blocks of {bench_training.BLOCK} iterations round robin (data '
+                  'loading included). Ratios: of the medians, and [median over rounds of the ratio within a round].\n')
         else:
             print('Each run in a fresh process. Ratios: of the medians, and [median of the ratios of runs of the same '
                   'repeat].\n')

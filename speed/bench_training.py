@@ -158,13 +158,18 @@ def train_options(name, folder, stage1, iters, device, preset, amp, compile_net,
     return opt
 
 
+def write_train_options(root, name, *args, **kwargs):
+    """Write `train_options(name, ...)` to `root/name.yml`; returns the path."""
+    path = os.path.join(root, f'{name}.yml')
+    with open(path, 'w') as f:
+        yaml.safe_dump(train_options(name, *args, **kwargs), f)
+    return path
+
+
 def basicsr_run(root, folder, stage1, procs, iters, device, preset='demo', amp=False, warmup=WARMUP, compile_net=False):
     """iterations/s of `gradnet-train` (BasicSR's loop) with `procs` processes."""
     name = f'bench_{preset}_{amp}_{procs}p_{time.monotonic_ns()}'
-    opt = train_options(name, folder, stage1, iters, device, preset, amp, compile_net)
-    opt_file = os.path.join(root, f'{name}.yml')
-    with open(opt_file, 'w') as f:
-        yaml.safe_dump(opt, f)
+    opt_file = write_train_options(root, name, folder, stage1, iters, device, preset, amp, compile_net)
     cmd = [sys.executable, '-m', 'gradnet_arch.train', '-opt', opt_file]
     if procs > 1:
         cmd = [
@@ -225,29 +230,35 @@ def bare_step(stage1, preset, amp, compile_net, device):
     return step
 
 
-def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP, compile_net=False):
-    """The same net, data, losses and optimizer in a plain PyTorch loop (no BasicSR model, logger or prefetcher)."""
+def bare_iteration(folder, stage1, preset, amp, compile_net, device):
+    """A callable that runs one iteration of the bare loop (`bare_loop`): the next batch of its DataLoader, then
+    `bare_step`."""
     import torch
     from basicsr.data import build_dataset
 
     step = bare_step(stage1, preset, amp, compile_net, device)
     dataset = build_dataset(dataset_opt(folder, preset))
     batch_size = PRESETS[preset]['batch']
-    # as many random samples as the run needs (BasicSR's enlarged sampler does the same for its loop)
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=iters * batch_size)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=1, drop_last=True)
+    # endless random samples, as BasicSR's enlarged sampler gives its loop (a new pass would start a new worker)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10**6 * batch_size)
+    batches = iter(torch.utils.data.DataLoader(dataset, batch_size, sampler=sampler, num_workers=1, drop_last=True))
 
-    start = None
-    for i, batch in enumerate(loader, 1):
-        if i == warmup + 1:
-            if device == 'cuda':
-                torch.cuda.synchronize()
-            start = time.perf_counter()
+    def iteration():
+        batch = next(batches)
         step(batch['lq'], batch['gt'])
-        if i == iters:
-            break
-    if device == 'cuda':
-        torch.cuda.synchronize()
+
+    return iteration
+
+
+def bare_loop(folder, stage1, iters, device, preset='demo', amp=False, warmup=WARMUP, compile_net=False):
+    """The same net, data, losses and optimizer in a plain PyTorch loop (no BasicSR model, logger or prefetcher):
+    `bare_iteration` `iters` times; iterations/s after the first `warmup`."""
+    iteration = bare_iteration(folder, stage1, preset, amp, compile_net, device)
+    for _ in range(warmup):
+        iteration()
+    start = time.perf_counter()  # bare_step synchronises CUDA at the end of each step
+    for _ in range(iters - warmup):
+        iteration()
     return (iters - warmup) / (time.perf_counter() - start)
 
 
@@ -325,9 +336,7 @@ def basicsr_iteration(root, folder, stage1, preset, amp, compile_net, device, pr
     from gradnet_arch.option_check import safe_option_loading
 
     name = f'interleaved_{preset}_{amp}_{compile_net}_{time.monotonic_ns()}'
-    opt_file = os.path.join(root, f'{name}.yml')
-    with open(opt_file, 'w') as f:
-        yaml.safe_dump(train_options(name, folder, stage1, 10**9, device, preset, amp, compile_net, print_freq), f)
+    opt_file = write_train_options(root, name, folder, stage1, 10**9, device, preset, amp, compile_net, print_freq)
     saved_argv, sys.argv = sys.argv, ['train.py', '-opt', opt_file]  # BasicSR's parse_options reads sys.argv
     try:
         with safe_option_loading():
@@ -367,26 +376,6 @@ def basicsr_iteration(root, folder, stage1, preset, amp, compile_net, device, pr
             torch.cuda.synchronize()
 
     iteration.model, iteration.state = model, state  # for tests and callers that read the model
-    return iteration
-
-
-def bare_iteration(folder, stage1, preset, amp, compile_net, device):
-    """A callable that runs one iteration of the bare loop (`bare_loop`): the next batch of its DataLoader, then
-    `bare_step`."""
-    import torch
-    from basicsr.data import build_dataset
-
-    step = bare_step(stage1, preset, amp, compile_net, device)
-    dataset = build_dataset(dataset_opt(folder, preset))
-    batch_size = PRESETS[preset]['batch']
-    # endless random samples, as BasicSR's enlarged sampler gives its loop (a new pass would start a new worker)
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10**6 * batch_size)
-    batches = iter(torch.utils.data.DataLoader(dataset, batch_size, sampler=sampler, num_workers=1, drop_last=True))
-
-    def iteration():
-        batch = next(batches)
-        step(batch['lq'], batch['gt'])
-
     return iteration
 
 
@@ -477,6 +466,8 @@ def main():
     parser.add_argument('--rounds', type=int, default=8, help='rounds of --interleaved and --interleaved-loops')
     parser.add_argument('--bare-worker', nargs=2, metavar=('FOLDER', 'STAGE1'), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f'--rounds must be at least 1, got {args.rounds}')
     import torch
 
     amp = False if args.amp == 'false' else args.amp

@@ -11,7 +11,6 @@ to the spread between seeds of one precision: a precision effect is only seen wh
 spread. Runs that finished are not trained again (their `net_g_latest.pth` is read), so an interrupted study resumes.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,11 +22,10 @@ PRECISIONS = (('fp32', False), ('bf16', 'bf16'))
 
 def run_options(opt_dir, seed, amp):
     """The two demo option dicts for one seed and precision, stage 2 reading this run's stage 1."""
-    from gradnet_arch.option_check import read_option_file
+    from gradnet_arch.option_check import plain_options, read_option_file
 
     tag = f'{"bf16" if amp else "fp32"}_seed{seed}'
-    # plain dicts (a JSON round trip of the option values) that PyYAML's safe dumper writes
-    opts = [json.loads(json.dumps(read_option_file(os.path.join(opt_dir, name)))) for name in STAGES]
+    opts = [plain_options(read_option_file(os.path.join(opt_dir, name))) for name in STAGES]
     for opt in opts:
         opt['name'] = f'{opt["name"]}_{tag}'
         opt['manual_seed'] = seed

@@ -26,3 +26,14 @@ def test_basicsr_iteration_trains_the_model_basicsr_builds(tmp_path):
     after = model.net_g.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the optimizer stepped
     assert model.get_current_learning_rate() == [1e-3]
+
+
+def test_rounds_below_one_are_one_line_errors():
+    from conftest import run_python
+
+    for script, flag in (('speed/bench_training.py', '--rounds'), ('speed/bench_fast_path.py', '--train-rounds')):
+        proc = run_python([script, flag, '0'], cwd=REPO)
+        assert proc.returncode == 2 and f'{flag} must be at least 1, got 0' in proc.stderr
+        assert 'Traceback' not in proc.stderr
+        proc = run_python([script, flag, 'many'], cwd=REPO)  # not an integer: argparse's own one-line error
+        assert proc.returncode == 2 and 'invalid int value' in proc.stderr and 'Traceback' not in proc.stderr
