@@ -5,6 +5,7 @@
     python speed/bench_training.py --interleaved [--preset cpu|demo|paper] [--device cpu|cuda] [--rounds 8]
     python speed/bench_training.py --interleaved-loops [--preset cpu|demo|paper] [--device cpu|cuda] [--rounds 8]
     python speed/bench_training.py --conv-ceiling
+    python speed/bench_training.py --batchnorm-ab [--preset cpu|demo|paper] [--rounds 8]
 
 Every row trains the same GradNet (`--preset cpu`: the shipped models' CPU preset, 32 features, 2 modules x 2 units,
 batch 8 of 64x64 crops; `demo`: the same net, batch 16 of 48x48 as `make demo`; `paper`: 64 features, 4 x 4, batch 8
@@ -21,7 +22,8 @@ training step of fp32 NCHW, bf16 + channels_last and bf16 + channels_last + comp
 gives their speed ratios free of that drift (the step only: no data loading, no BasicSR loop). `--interleaved-loops`
 does the same for whole iterations of BasicSR's loop (its prefetcher, GradNetModel, timers and logger, on a model and
 data loader built by BasicSR's own functions) and of the bare loop, data loading included: the loop's cost and each
-mode's speed-up as `gradnet-train` sees them, in one process.
+mode's speed-up as `gradnet-train` sees them, in one process. `--batchnorm-ab` times the bf16 step as it is against
+the same net with torch's BatchNorm2d and the unfolded pre-denoiser (what FastBatchNorm2d and the fold give).
 """
 import argparse
 import datetime
@@ -199,9 +201,10 @@ def bare_run(folder, stage1, iters, device, preset='demo', amp=False, warmup=WAR
     return float(out.strip().splitlines()[-1])
 
 
-def bare_step(stage1, preset, amp, compile_net, device):
+def bare_step(stage1, preset, amp, compile_net, device, torch_batchnorm=False):
     """The bare loop's training step: `step(lq, gt)` on a fresh net (seed 1) with L1 + 0.1 * gradient loss and Adam,
-    in `amp`'s precision and memory format, eager or through torch.compile."""
+    in `amp`'s precision and memory format, eager or through torch.compile; `torch_batchnorm`: the net as it was
+    before FastBatchNorm2d and the per-call pre-denoiser fold (`use_torch_batchnorm`)."""
     import torch
     from basicsr.archs import build_network
 
@@ -211,6 +214,8 @@ def bare_step(stage1, preset, amp, compile_net, device):
     precision, _ = amp_precision(amp, device)
     torch.manual_seed(1)
     net = build_network(network(stage1, preset)).to(device, memory_format=memory_format(bool(amp))).train()
+    if torch_batchnorm:
+        use_torch_batchnorm(net)
     optimizer = torch.optim.Adam(net.own_parameters(), lr=1e-3)
     forward = torch.compile(net) if compile_net else net
     grad_loss = GradientConsistencyLoss(loss_weight=0.1).to(device)
@@ -228,6 +233,40 @@ def bare_step(stage1, preset, amp, compile_net, device):
             torch.cuda.synchronize()
 
     return step
+
+
+def use_torch_batchnorm(net):
+    """In place: every ResUnit's FastBatchNorm2d becomes torch's nn.BatchNorm2d (same state) and the frozen
+    pre-denoiser stops folding its BatchNorm per call: the training path before those two changes."""
+    import torch
+
+    from gradnet_arch.archs.mskresnet_arch import ResUnit
+
+    for unit in net.modules():
+        if isinstance(unit, ResUnit):
+            unit.fold_frozen_bn = False
+            if isinstance(unit.bn, torch.nn.BatchNorm2d):
+                plain = torch.nn.BatchNorm2d(unit.bn.num_features).to(unit.bn.weight.device)
+                plain.load_state_dict(unit.bn.state_dict())
+                unit.bn = plain.train(unit.bn.training)
+    return net
+
+
+def batchnorm_ab(stage1, preset, rounds=8, steps=BLOCK, device='cpu'):
+    """Seconds per bf16 + channels_last training step with FastBatchNorm2d and the per-call pre-denoiser fold
+    ('now') and with torch's BatchNorm2d and no fold ('torch BatchNorm'), as `interleaved_steps` times its modes:
+    `round_robin_times` output, one fixed batch, no data loading."""
+    import torch
+
+    batch, crop = PRESETS[preset]['batch'], PRESETS[preset]['crop']
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.rand(batch, PRESETS[preset]['net']['num_in_ch'], crop, crop, generator=generator)
+    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=generator)
+    runs = {
+        label: functools.partial(bare_step(stage1, preset, 'bf16', False, device, torch_batchnorm=plain), noisy, clean)
+        for label, plain in (('now', False), ('torch BatchNorm', True))
+    }
+    return round_robin_times(runs, rounds, per_round=steps, warmup=2)
 
 
 def bare_iteration(folder, stage1, preset, amp, compile_net, device):
@@ -419,18 +458,26 @@ def conv_training_ceiling(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
 
 
 def batchnorm_cost(widths=(32, 35, 64, 67), batch=8, side=64, rounds=8):
-    """Milliseconds of a training-mode bf16 BatchNorm's forward + backward at each channel width, channels_last and
-    NCHW, timed alternately in one process (torch's channels_last kernel is slow at widths that are not a multiple of
-    the vector length, such as GradNet's 35 and 67)."""
+    """Milliseconds of a training-mode bf16 BatchNorm's forward + backward at each channel width: torch's
+    nn.BatchNorm2d on channels_last and on NCHW tensors, and the ResUnits' FastBatchNorm2d on channels_last, timed
+    alternately in one process (torch's channels_last kernel is slow at widths that are not a multiple of its vector
+    length, such as GradNet's 35 and 67; FastBatchNorm2d's line-wise backward is for those)."""
     import torch
 
+    from gradnet_arch.archs.batch_norm import FastBatchNorm2d
+
+    kinds = [
+        ('channels_last', torch.channels_last, torch.nn.BatchNorm2d),
+        ('NCHW', torch.contiguous_format, torch.nn.BatchNorm2d),
+        ('FastBatchNorm2d', torch.channels_last, FastBatchNorm2d),
+    ]
     cases = {}
     for width in widths:
-        for label, layout in (('channels_last', torch.channels_last), ('NCHW', torch.contiguous_format)):
+        for label, layout, kind in kinds:
             x = torch.randn(batch, width, side, side, dtype=torch.bfloat16).contiguous(memory_format=layout)
             x.requires_grad_()
             grad = torch.randn_like(x)
-            bn = torch.nn.BatchNorm2d(width).train()
+            bn = kind(width).train()
 
             def run(x=x, grad=grad, bn=bn):
                 bn(x).backward(grad)
@@ -463,7 +510,13 @@ def main():
         action='store_true',
         help='instead: BasicSR\'s loop and the bare loop, with data loading, in each mode, timed alternately in one '
         'process (interleaved_loops)')
-    parser.add_argument('--rounds', type=int, default=8, help='rounds of --interleaved and --interleaved-loops')
+    parser.add_argument(
+        '--batchnorm-ab',
+        action='store_true',
+        help='instead: the bf16 training step with FastBatchNorm2d and the per-call pre-denoiser fold against torch\'s '
+        'BatchNorm2d without the fold, timed alternately in one process (batchnorm_ab)')
+    parser.add_argument(
+        '--rounds', type=int, default=8, help='rounds of --interleaved, --interleaved-loops and --batchnorm-ab')
     parser.add_argument('--bare-worker', nargs=2, metavar=('FOLDER', 'STAGE1'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds < 1:
@@ -484,9 +537,12 @@ def main():
             print(f'| {width} | {1e3 * fp32:.2f} | {1e3 * bf16:.2f} | {fp32 / bf16:.2f}x |')
         seconds = batchnorm_cost()
         print('\nbf16 BatchNorm (training mode), forward + backward, same shape\n')
-        print('| channels | channels_last, ms | NCHW, ms |\n|---|---:|---:|')
+        print(
+            '| channels | nn.BatchNorm2d channels_last, ms | nn.BatchNorm2d NCHW, ms | FastBatchNorm2d channels_last, '
+            'ms |\n|---|---:|---:|---:|')
         for width in sorted({w for w, _ in seconds}):
-            print(f'| {width} | {1e3 * seconds[(width, "channels_last")]:.2f} | {1e3 * seconds[(width, "NCHW")]:.2f} |')
+            row = (seconds[(width, label)] for label in ('channels_last', 'NCHW', 'FastBatchNorm2d'))
+            print(f'| {width} | ' + ' | '.join(f'{1e3 * value:.2f}' for value in row) + ' |')
         return
     if args.interleaved:
         with tempfile.TemporaryDirectory() as root:
@@ -500,6 +556,21 @@ def main():
         print('| training step | s | speed vs fp32 NCHW |\n|---|---:|---:|')
         for label, value in seconds.items():
             print(f'| {label} | {value:.4f} | {fp32 / value:.2f}x |')
+        return
+    if args.batchnorm_ab:
+        with tempfile.TemporaryDirectory() as root:
+            times = batchnorm_ab(stage1_checkpoint(root, args.preset), args.preset, args.rounds, device=args.device)
+        batch, crop = PRESETS[args.preset]['batch'], PRESETS[args.preset]['crop']
+        print(f'\nGradNet {args.preset} size, bf16 + channels_last training step, batch {batch} x {crop}x{crop}, one '
+              f'process, steps timed alternately ({args.rounds} rounds of {BLOCK}), device {args.device}, torch '
+              f'{torch.__version__}, {torch.get_num_threads()} threads; medians, and [median over rounds of the ratio '
+              f'within a round]\n')
+        print('| BatchNorm | s per step | speed vs torch BatchNorm |\n|---|---:|---:|')
+        base = statistics.median(times['torch BatchNorm'])
+        for label, values in times.items():
+            ratio = paired_ratio(times, 'torch BatchNorm', label, BLOCK)
+            print(f'| {label} | {statistics.median(values):.4f} | {base / statistics.median(values):.2f}x '
+                  f'[{ratio:.2f}x] |')
         return
     if args.interleaved_loops:
         with tempfile.TemporaryDirectory() as root:

@@ -14,9 +14,10 @@ from collections import Counter
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from gradnet_arch.archs.batch_norm import FastBatchNorm2d
 from gradnet_arch.archs.mskresnet_arch import ResUnit
 
-_BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
+_BATCH_NORMS = (nn.BatchNorm2d, FastBatchNorm2d, nn.SyncBatchNorm)  # eval forward: the BatchNorm affine map
 
 
 def fold_batchnorm(net):

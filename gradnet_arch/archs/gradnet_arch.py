@@ -3,7 +3,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from gradnet_arch.archs.mskresnet_arch import MSKBody, check_input_channels
+from gradnet_arch.archs.mskresnet_arch import MSKBody, ResUnit, check_input_channels
 from gradnet_arch.archs.predenoiser import build_predenoiser
 from gradnet_arch.archs.sobel import Sobel
 from gradnet_arch.archs.warm_start import check_embeddable, embed_predenoiser
@@ -95,6 +95,9 @@ class GradNet(nn.Module):
                                   'gradient_source: noisy or none for the ablations without one.')
             # Registered as a submodule so one GradNet checkpoint restores both stages.
             self.predenoiser, self.predenoiser_path = build_predenoiser(predenoiser, num_in_ch)
+            for unit in self.predenoiser.modules():
+                if isinstance(unit, ResUnit):
+                    unit.fold_frozen_bn = True  # frozen and run without gradients: one conv instead of conv + BN
         elif predenoiser is not None:
             raise OptionError(f'GradNet: a predenoiser is given but gradient_source is {gradient_source!r}; it would '
                               f'never run. Remove it or set gradient_source: denoised.')

@@ -2,7 +2,10 @@
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from gradnet_arch.archs.batch_norm import FastBatchNorm2d
 from gradnet_arch.errors import DataError, OptionError
 from gradnet_arch.registry import register, reject_unknown_options
 
@@ -10,21 +13,36 @@ from gradnet_arch.registry import register, reject_unknown_options
 class ResUnit(nn.Module):
     """conv3x3 -> [BN] -> ReLU -> conv3x3, plus the unit's input, then ReLU.
 
+    Attribute `fold_frozen_bn` (default False; GradNet sets it in its frozen pre-denoiser): in eval mode with
+    gradients off, conv1 and the BatchNorm run as one convolution whose weights are folded anew on every call
+    (torch's `fuse_conv_bn_weights`; the same outputs, never stale after a weight load).
+
     Args:
         channels (int): Input and output channels.
-        batch_norm (bool): BatchNorm after the first conv (the released code has it; the paper's figure does not).
+        batch_norm (bool): BatchNorm after the first conv (the released code has it; the paper's figure does not);
+            nn.BatchNorm2d's layout, with a faster bf16 channels_last backward on the CPU (archs/batch_norm.py).
     """
 
     def __init__(self, channels, batch_norm=True):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
-        self.bn = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+        self.bn = FastBatchNorm2d(channels) if batch_norm else nn.Identity()
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
         self.relu = nn.ReLU(inplace=True)
+        self.fold_frozen_bn = False
 
     def forward(self, x):
-        out = self.conv2(self.relu(self.bn(self.conv1(x))))
+        out = self.conv2(self.relu(self._conv_bn(x)))
         return self.relu(out + x)
+
+    def _conv_bn(self, x):
+        bn = self.bn
+        if (self.fold_frozen_bn and not torch.is_grad_enabled() and isinstance(bn, nn.BatchNorm2d) and not bn.training
+                and bn.running_mean is not None):
+            weight, bias = fuse_conv_bn_weights(self.conv1.weight, self.conv1.bias, bn.running_mean, bn.running_var,
+                                                bn.eps, bn.weight, bn.bias)
+            return F.conv2d(x, weight, bias, 1, 1)
+        return bn(self.conv1(x))
 
 
 class ChannelAttention(nn.Module):

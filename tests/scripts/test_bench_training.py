@@ -37,3 +37,26 @@ def test_rounds_below_one_are_one_line_errors():
         assert 'Traceback' not in proc.stderr
         proc = run_python([script, flag, 'many'], cwd=REPO)  # not an integer: argparse's own one-line error
         assert proc.returncode == 2 and 'invalid int value' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_torch_batchnorm_variant_is_the_same_net_on_the_old_path(tmp_path):
+    """--batchnorm-ab's baseline: torch's BatchNorm2d in every ResUnit and no per-call pre-denoiser fold, the same
+    weights and function (fp32 outputs equal to 1e-5), and its bf16 step still trains."""
+    import copy
+    from basicsr.archs import build_network
+
+    from gradnet_arch.archs.batch_norm import FastBatchNorm2d
+    from gradnet_arch.archs.mskresnet_arch import ResUnit
+
+    stage1 = bench_training.stage1_checkpoint(str(tmp_path), 'cpu')
+    net = build_network(bench_training.network(stage1, 'cpu')).eval()
+    old = bench_training.use_torch_batchnorm(copy.deepcopy(net))
+    units = [m for m in old.modules() if isinstance(m, ResUnit)]
+    assert units and not any(isinstance(m, FastBatchNorm2d) for m in old.modules())
+    assert not any(unit.fold_frozen_bn for unit in units)
+    assert any(m.fold_frozen_bn for m in net.modules() if isinstance(m, ResUnit))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(old(x), net(x), atol=1e-5)
+    step = bench_training.bare_step(stage1, 'cpu', 'bf16', False, 'cpu', torch_batchnorm=True)
+    step(x, x)  # a bf16 channels_last step on the old path runs
