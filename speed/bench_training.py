@@ -252,16 +252,21 @@ def use_torch_batchnorm(net):
     return net
 
 
-def batchnorm_ab(stage1, preset, rounds=8, steps=BLOCK, device='cpu'):
-    """Seconds per bf16 + channels_last training step with FastBatchNorm2d and the per-call pre-denoiser fold
-    ('now') and with torch's BatchNorm2d and no fold ('torch BatchNorm'), as `interleaved_steps` times its modes:
-    `round_robin_times` output, one fixed batch, no data loading."""
+def fixed_batch(preset):
+    """The one (noisy, clean) batch of the step-only timings: the preset's random crops, AWGN sigma 25, seed 0."""
     import torch
 
     batch, crop = PRESETS[preset]['batch'], PRESETS[preset]['crop']
     generator = torch.Generator().manual_seed(0)
     clean = torch.rand(batch, PRESETS[preset]['net']['num_in_ch'], crop, crop, generator=generator)
-    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=generator)
+    return clean + 25 / 255 * torch.randn(clean.shape, generator=generator), clean
+
+
+def batchnorm_ab(stage1, preset, rounds=8, steps=BLOCK, device='cpu'):
+    """Seconds per bf16 + channels_last training step with FastBatchNorm2d and the per-call pre-denoiser fold
+    ('now') and with torch's BatchNorm2d and no fold ('torch BatchNorm'), as `interleaved_steps` times its modes:
+    `round_robin_times` output, one fixed batch, no data loading."""
+    noisy, clean = fixed_batch(preset)
     runs = {
         label: functools.partial(bare_step(stage1, preset, 'bf16', False, device, torch_batchnorm=plain), noisy, clean)
         for label, plain in (('now', False), ('torch BatchNorm', True))
@@ -344,12 +349,7 @@ def interleaved_steps(stage1, preset, rounds=8, steps=BLOCK, device='cpu'):
     `steps` steps round robin over the modes for `rounds` rounds, so a drift of the machine's speed (minutes) hits
     every mode alike. Each mode has its own net (same seed), Adam and one fixed batch; no data loading, no BasicSR.
     Compiling and two warm-up steps per mode come first and are not timed."""
-    import torch
-
-    batch, crop = PRESETS[preset]['batch'], PRESETS[preset]['crop']
-    generator = torch.Generator().manual_seed(0)
-    clean = torch.rand(batch, PRESETS[preset]['net']['num_in_ch'], crop, crop, generator=generator)
-    noisy = clean + 25 / 255 * torch.randn(clean.shape, generator=generator)
+    noisy, clean = fixed_batch(preset)
     steps_of = {
         label: bare_step(stage1, preset, amp, compile_net, device)
         for label, amp, compile_net in INTERLEAVED_MODES
@@ -495,22 +495,23 @@ def main():
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--warmup', type=int, default=WARMUP, help='iterations before the clock starts')
     parser.add_argument('--compile', action='store_true', help='torch.compile the training step (option `compile`)')
-    parser.add_argument(
+    modes = parser.add_mutually_exclusive_group()  # each of these runs instead of the default table
+    modes.add_argument(
         '--conv-ceiling',
         action='store_true',
         help='instead: fp32 vs bf16 of one convolution\'s forward + backward (conv_training_ceiling) and the cost '
         'of BatchNorm by layout (batchnorm_cost)')
-    parser.add_argument(
+    modes.add_argument(
         '--interleaved',
         action='store_true',
         help='instead: the training step of each mode (fp32, bf16, bf16 + compile) timed alternately in '
         'one process (interleaved_steps)')
-    parser.add_argument(
+    modes.add_argument(
         '--interleaved-loops',
         action='store_true',
         help='instead: BasicSR\'s loop and the bare loop, with data loading, in each mode, timed alternately in one '
         'process (interleaved_loops)')
-    parser.add_argument(
+    modes.add_argument(
         '--batchnorm-ab',
         action='store_true',
         help='instead: the bf16 training step with FastBatchNorm2d and the per-call pre-denoiser fold against torch\'s '

@@ -74,6 +74,11 @@ def _per_channel(line_sums, k):
     return line_sums.float().view(k, -1).sum(0)
 
 
+def _tiled(per_channel, k, dtype):
+    """A per-channel vector repeated k times: one value per column of a line matrix."""
+    return per_channel.to(dtype).repeat(k)
+
+
 def _lines(t, k):
     """A channels_last (N, C, H, W) tensor as its (N*H*W / k, k*C) matrix (a view: no copy)."""
     n, c, h, w = t.shape
@@ -105,10 +110,11 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         # x and g centred on their bf16-rounded means, so every bf16 value below is of the scale of the spread, not
         # of the mean, and the per-channel terms left over are small: the input gradient then sums to zero per
         # channel (as it must) to rounding noise, not to a systematic rounding of a large per-channel constant.
-        mean_x, mean_g = mean.to(x.dtype), (sum_g / count).to(x.dtype)
-        centred_x = x_lines - mean_x.repeat(k)  # x - mean - shift_x
-        centred_g = g_lines - mean_g.repeat(k)  # g - mean(g) - shift_g
-        shift_x, shift_g = mean_x.float() - mean, mean_g.float() - sum_g / count
+        exact_mean_g = sum_g / count
+        mean_x, mean_g = mean.to(x.dtype), exact_mean_g.to(x.dtype)
+        centred_x = x_lines - _tiled(mean_x, k, x.dtype)  # x - mean - shift_x
+        centred_g = g_lines - _tiled(mean_g, k, x.dtype)  # g - mean(g) - shift_g
+        shift_x, shift_g = mean_x.float() - mean, mean_g.float() - exact_mean_g
         grad_x = torch.empty_like(x)
         grad_lines = _lines(grad_x, k)
         torch.mul(centred_g, centred_x, out=grad_lines)  # grad_x's storage as scratch
@@ -118,6 +124,6 @@ class _ChannelsLastBatchNorm(torch.autograd.Function):
         a = weight * invstd
         b = -a * invstd * invstd * dot / count
         c = a * shift_g + b * shift_x
-        torch.addcmul(c.to(x.dtype).repeat(k), centred_x, b.to(x.dtype).repeat(k), out=grad_lines)
-        grad_lines.addcmul_(centred_g, a.to(x.dtype).repeat(k))
+        torch.addcmul(_tiled(c, k, x.dtype), centred_x, _tiled(b, k, x.dtype), out=grad_lines)
+        grad_lines.addcmul_(centred_g, _tiled(a, k, x.dtype))
         return grad_x, dot * invstd, sum_g, None, None, None, None

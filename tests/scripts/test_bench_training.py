@@ -60,3 +60,10 @@ def test_torch_batchnorm_variant_is_the_same_net_on_the_old_path(tmp_path):
         assert torch.allclose(old(x), net(x), atol=1e-5)
     step = bench_training.bare_step(stage1, 'cpu', 'bf16', False, 'cpu', torch_batchnorm=True)
     step(x, x)  # a bf16 channels_last step on the old path runs
+
+
+def test_two_instead_modes_are_a_one_line_error():
+    from conftest import run_python
+
+    proc = run_python(['speed/bench_training.py', '--batchnorm-ab', '--conv-ceiling'], cwd=REPO)
+    assert proc.returncode == 2 and 'not allowed with argument' in proc.stderr and 'Traceback' not in proc.stderr
