@@ -136,3 +136,9 @@ def to_memory_format(tensor, channels_last):
     if tensor.dim() != 4:
         return tensor
     return tensor.contiguous(memory_format=memory_format(channels_last))
+
+
+def compiling():
+    """True while torch.compile traces the code (inductor then generates its own fused kernels)."""
+    compiler = getattr(torch, 'compiler', None)  # torch.compiler.is_compiling: torch >= 2.3
+    return bool(getattr(compiler, 'is_compiling', lambda: False)())

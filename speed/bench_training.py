@@ -5,7 +5,7 @@
     python speed/bench_training.py --interleaved [--preset cpu|demo|paper] [--device cpu|cuda] [--rounds 8]
     python speed/bench_training.py --interleaved-loops [--preset cpu|demo|paper] [--device cpu|cuda] [--rounds 8]
     python speed/bench_training.py --conv-ceiling
-    python speed/bench_training.py --batchnorm-ab [--preset cpu|demo|paper] [--rounds 8]
+    python speed/bench_training.py --modules-ab [--preset cpu|demo|paper] [--rounds 8]
 
 Every row trains the same GradNet (`--preset cpu`: the shipped models' CPU preset, 32 features, 2 modules x 2 units,
 batch 8 of 64x64 crops; `demo`: the same net, batch 16 of 48x48 as `make demo`; `paper`: 64 features, 4 x 4, batch 8
@@ -22,8 +22,9 @@ training step of fp32 NCHW, bf16 + channels_last and bf16 + channels_last + comp
 gives their speed ratios free of that drift (the step only: no data loading, no BasicSR loop). `--interleaved-loops`
 does the same for whole iterations of BasicSR's loop (its prefetcher, GradNetModel, timers and logger, on a model and
 data loader built by BasicSR's own functions) and of the bare loop, data loading included: the loop's cost and each
-mode's speed-up as `gradnet-train` sees them, in one process. `--batchnorm-ab` times the bf16 step as it is against
-the same net with torch's BatchNorm2d and the unfolded pre-denoiser (what FastBatchNorm2d and the fold give).
+mode's speed-up as `gradnet-train` sees them, in one process. `--modules-ab` times the bf16 step as it is against
+the same net with torch's BatchNorm2d and AdaptiveAvgPool2d and the unfolded pre-denoiser (what FastBatchNorm2d,
+GlobalAvgPool2d and the fold give; before GlobalAvgPool2d this was `--batchnorm-ab`, without the pooling).
 """
 import argparse
 import datetime
@@ -201,10 +202,10 @@ def bare_run(folder, stage1, iters, device, preset='demo', amp=False, warmup=WAR
     return float(out.strip().splitlines()[-1])
 
 
-def bare_step(stage1, preset, amp, compile_net, device, torch_batchnorm=False):
+def bare_step(stage1, preset, amp, compile_net, device, torch_modules=False):
     """The bare loop's training step: `step(lq, gt)` on a fresh net (seed 1) with L1 + 0.1 * gradient loss and Adam,
-    in `amp`'s precision and memory format, eager or through torch.compile; `torch_batchnorm`: the net as it was
-    before FastBatchNorm2d and the per-call pre-denoiser fold (`use_torch_batchnorm`)."""
+    in `amp`'s precision and memory format, eager or through torch.compile; `torch_modules`: the net as it was
+    before FastBatchNorm2d, GlobalAvgPool2d and the per-call pre-denoiser fold (`use_torch_modules`)."""
     import torch
     from basicsr.archs import build_network
 
@@ -214,8 +215,8 @@ def bare_step(stage1, preset, amp, compile_net, device, torch_batchnorm=False):
     precision, _ = amp_precision(amp, device)
     torch.manual_seed(1)
     net = build_network(network(stage1, preset)).to(device, memory_format=memory_format(bool(amp))).train()
-    if torch_batchnorm:
-        use_torch_batchnorm(net)
+    if torch_modules:
+        use_torch_modules(net)
     optimizer = torch.optim.Adam(net.own_parameters(), lr=1e-3)
     forward = torch.compile(net) if compile_net else net
     grad_loss = GradientConsistencyLoss(loss_weight=0.1).to(device)
@@ -235,13 +236,17 @@ def bare_step(stage1, preset, amp, compile_net, device, torch_batchnorm=False):
     return step
 
 
-def use_torch_batchnorm(net):
-    """In place: every ResUnit's FastBatchNorm2d becomes torch's nn.BatchNorm2d (same state) and the frozen
-    pre-denoiser stops folding its BatchNorm per call: the training path before those two changes."""
+def use_torch_modules(net):
+    """In place: every ResUnit's FastBatchNorm2d becomes torch's nn.BatchNorm2d (same state), every channel
+    attention's GlobalAvgPool2d torch's nn.AdaptiveAvgPool2d(1), and the frozen pre-denoiser stops folding its
+    BatchNorm per call: the training path before those three changes."""
     import torch
 
-    from gradnet_arch.archs.mskresnet_arch import ResUnit
+    from gradnet_arch.archs.mskresnet_arch import ChannelAttention, ResUnit
 
+    for attention in net.modules():
+        if isinstance(attention, ChannelAttention):
+            attention.body[0] = torch.nn.AdaptiveAvgPool2d(1)
     for unit in net.modules():
         if isinstance(unit, ResUnit):
             unit.fold_frozen_bn = False
@@ -262,14 +267,14 @@ def fixed_batch(preset):
     return clean + 25 / 255 * torch.randn(clean.shape, generator=generator), clean
 
 
-def batchnorm_ab(stage1, preset, rounds=8, steps=BLOCK, device='cpu'):
-    """Seconds per bf16 + channels_last training step with FastBatchNorm2d and the per-call pre-denoiser fold
-    ('now') and with torch's BatchNorm2d and no fold ('torch BatchNorm'), as `interleaved_steps` times its modes:
-    `round_robin_times` output, one fixed batch, no data loading."""
+def modules_ab(stage1, preset, rounds=8, steps=BLOCK, device='cpu'):
+    """Seconds per bf16 + channels_last training step with FastBatchNorm2d, GlobalAvgPool2d and the per-call
+    pre-denoiser fold ('now') and with torch's modules and no fold ('torch modules', `use_torch_modules`), as
+    `interleaved_steps` times its modes: `round_robin_times` output, one fixed batch, no data loading."""
     noisy, clean = fixed_batch(preset)
     runs = {
-        label: functools.partial(bare_step(stage1, preset, 'bf16', False, device, torch_batchnorm=plain), noisy, clean)
-        for label, plain in (('now', False), ('torch BatchNorm', True))
+        label: functools.partial(bare_step(stage1, preset, 'bf16', False, device, torch_modules=plain), noisy, clean)
+        for label, plain in (('now', False), ('torch modules', True))
     }
     return round_robin_times(runs, rounds, per_round=steps, warmup=2)
 
@@ -512,12 +517,13 @@ def main():
         help='instead: BasicSR\'s loop and the bare loop, with data loading, in each mode, timed alternately in one '
         'process (interleaved_loops)')
     modes.add_argument(
-        '--batchnorm-ab',
+        '--modules-ab',
         action='store_true',
-        help='instead: the bf16 training step with FastBatchNorm2d and the per-call pre-denoiser fold against torch\'s '
-        'BatchNorm2d without the fold, timed alternately in one process (batchnorm_ab)')
+        help='instead: the bf16 training step with FastBatchNorm2d, GlobalAvgPool2d and the per-call pre-denoiser '
+        'fold against torch\'s BatchNorm2d and AdaptiveAvgPool2d without the fold, timed alternately in one process '
+        '(modules_ab)')
     parser.add_argument(
-        '--rounds', type=int, default=8, help='rounds of --interleaved, --interleaved-loops and --batchnorm-ab')
+        '--rounds', type=int, default=8, help='rounds of --interleaved, --interleaved-loops and --modules-ab')
     parser.add_argument('--bare-worker', nargs=2, metavar=('FOLDER', 'STAGE1'), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds < 1:
@@ -558,18 +564,18 @@ def main():
         for label, value in seconds.items():
             print(f'| {label} | {value:.4f} | {fp32 / value:.2f}x |')
         return
-    if args.batchnorm_ab:
+    if args.modules_ab:
         with tempfile.TemporaryDirectory() as root:
-            times = batchnorm_ab(stage1_checkpoint(root, args.preset), args.preset, args.rounds, device=args.device)
+            times = modules_ab(stage1_checkpoint(root, args.preset), args.preset, args.rounds, device=args.device)
         batch, crop = PRESETS[args.preset]['batch'], PRESETS[args.preset]['crop']
         print(f'\nGradNet {args.preset} size, bf16 + channels_last training step, batch {batch} x {crop}x{crop}, one '
               f'process, steps timed alternately ({args.rounds} rounds of {BLOCK}), device {args.device}, torch '
               f'{torch.__version__}, {torch.get_num_threads()} threads; medians, and [median over rounds of the ratio '
               f'within a round]\n')
-        print('| BatchNorm | s per step | speed vs torch BatchNorm |\n|---|---:|---:|')
-        base = statistics.median(times['torch BatchNorm'])
+        print('| modules | s per step | speed vs torch modules |\n|---|---:|---:|')
+        base = statistics.median(times['torch modules'])
         for label, values in times.items():
-            ratio = paired_ratio(times, 'torch BatchNorm', label, BLOCK)
+            ratio = paired_ratio(times, 'torch modules', label, BLOCK)
             print(f'| {label} | {statistics.median(values):.4f} | {base / statistics.median(values):.2f}x '
                   f'[{ratio:.2f}x] |')
         return

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from gradnet_arch.precision import compiling
+
 _LANES = 32  # bf16 values in one 512-bit register
 
 
@@ -45,7 +47,7 @@ class FastBatchNorm2d(nn.BatchNorm2d):
     def _fast_backward_applies(self, x):
         if not (self.training and self.affine and self.track_running_stats and torch.is_grad_enabled()):
             return False
-        if _compiling():  # inductor generates its own fused BatchNorm
+        if compiling():  # inductor generates its own fused BatchNorm
             return False
         if x.device.type != 'cpu' or x.dtype != torch.bfloat16 or x.dim() != 4:
             return False
@@ -57,11 +59,6 @@ class FastBatchNorm2d(nn.BatchNorm2d):
         # faster at 11 and 35 channels (1.1-3x), even at 67 (0.8-1.3x), slower at multiples of 16 and at 99. Too
         # few values (torch raises for one per channel) or a partial last line: torch's path as well.
         return c % 16 != 0 and c < 64 and count >= k and count % k == 0
-
-
-def _compiling():
-    compiler = getattr(torch, 'compiler', None)  # torch.compiler.is_compiling: torch >= 2.3
-    return bool(getattr(compiler, 'is_compiling', lambda: False)())
 
 
 def _rows_per_line(channels):

@@ -6,6 +6,7 @@ from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from gradnet_arch.archs.batch_norm import FastBatchNorm2d
+from gradnet_arch.archs.pooling import GlobalAvgPool2d
 from gradnet_arch.errors import DataError, OptionError
 from gradnet_arch.registry import register, reject_unknown_options
 
@@ -48,6 +49,8 @@ class ResUnit(nn.Module):
 class ChannelAttention(nn.Module):
     """Squeeze-and-excitation: global average pool, 1x1 conv down by `reduction` + ReLU, 1x1 conv up + sigmoid.
 
+    The pool is nn.AdaptiveAvgPool2d(1)'s function with a cheaper backward (archs/pooling.py); no state either way.
+
     Args:
         channels (int): Channels of the features to reweight.
         reduction (int): Channel reduction of the bottleneck (hidden = max(1, channels // reduction)).
@@ -56,9 +59,8 @@ class ChannelAttention(nn.Module):
     def __init__(self, channels, reduction=16):
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.body = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+        self.body = nn.Sequential(GlobalAvgPool2d(), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
 
     def forward(self, x):
         return x * self.body(x)
