@@ -2,7 +2,7 @@
 
 nn.AdaptiveAvgPool2d(1) on the CPU runs as `mean` over H and W, whose backward writes the (N, C, 1, 1) gradient out
 to a full NCHW tensor; autograd then adds that to the channels_last gradient from the attention's product, a
-mixed-layout addition about 5x slower than a same-layout one (bf16, GradNet's widths; speed/bench_training.py
+mixed-layout addition 3-4x slower than a same-layout one (bf16, GradNet's widths; speed/bench_training.py
 --modules-ab times the bf16 step with and without this module). Here the backward returns the pooled gradient
 as an expanded view, which the addition reads as a broadcast vector. On the CPU, channels_last inputs are averaged
 as a batched matrix product with a row of 1 / (H * W), faster than ATen's reduction over the strided H and W at these
@@ -23,6 +23,8 @@ class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
         super().__init__(1)
 
     def forward(self, x):
+        if x.dim() != 4:  # unbatched (C, H, W): torch's own
+            return super().forward(x)
         if compiling():  # inductor fuses the reduction and its backward itself
             return x.mean((2, 3), keepdim=True)
         if torch.is_grad_enabled() and x.requires_grad:

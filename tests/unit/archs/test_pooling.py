@@ -33,6 +33,11 @@ def test_same_values_and_gradient_as_adaptive_avg_pool(dtype, layout, shape):
         assert torch.equal(GlobalAvgPool2d()(x), out.detach())
 
 
+def test_unbatched_input_is_pooled_as_torch_pools_it():
+    x = torch.randn(35, 9, 7)
+    assert torch.equal(GlobalAvgPool2d()(x), nn.AdaptiveAvgPool2d(1)(x))
+
+
 def test_gradient_is_an_expanded_view_not_a_materialised_tensor():
     x = torch.randn(2, 35, 8, 8).to(memory_format=CL).requires_grad_(True)
     (grad, ) = torch.autograd.grad(GlobalAvgPool2d()(x), x, torch.ones(2, 35, 1, 1))
