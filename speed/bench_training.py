@@ -244,16 +244,15 @@ def use_torch_modules(net):
 
     from gradnet_arch.archs.mskresnet_arch import ChannelAttention, ResUnit
 
-    for attention in net.modules():
-        if isinstance(attention, ChannelAttention):
-            attention.body[0] = torch.nn.AdaptiveAvgPool2d(1)
-    for unit in net.modules():
-        if isinstance(unit, ResUnit):
-            unit.fold_frozen_bn = False
-            if isinstance(unit.bn, torch.nn.BatchNorm2d):
-                plain = torch.nn.BatchNorm2d(unit.bn.num_features).to(unit.bn.weight.device)
-                plain.load_state_dict(unit.bn.state_dict())
-                unit.bn = plain.train(unit.bn.training)
+    for module in list(net.modules()):  # a list: children are replaced on the way
+        if isinstance(module, ChannelAttention):
+            module.body[0] = torch.nn.AdaptiveAvgPool2d(1)
+        elif isinstance(module, ResUnit):
+            module.fold_frozen_bn = False
+            if isinstance(module.bn, torch.nn.BatchNorm2d):
+                plain = torch.nn.BatchNorm2d(module.bn.num_features).to(module.bn.weight.device)
+                plain.load_state_dict(module.bn.state_dict())
+                module.bn = plain.train(module.bn.training)
     return net
 
 

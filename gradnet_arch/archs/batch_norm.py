@@ -55,9 +55,10 @@ class FastBatchNorm2d(nn.BatchNorm2d):
             return False
         n, c, h, w = x.shape
         count, k = n * h * w, _rows_per_line(c)
-        # Measured against ATen's kernel (speed/bench_training.py --conv-ceiling and scratch runs, 2026-12-01):
-        # faster at 11 and 35 channels (1.1-3x), even at 67 (0.8-1.3x), slower at multiples of 16 and at 99. Too
-        # few values (torch raises for one per channel) or a partial last line: torch's path as well.
+        # Measured against ATen's kernel (speed/bench_training.py --conv-ceiling and scratch runs, Dec 1-2): faster
+        # at 11 and 35 channels (1.1-3x); at 67 0.8-1.3x, and 0.98-1.07x over whole paper-size steps (no gain that
+        # holds); slower at multiples of 16 and at 99. Too few values (torch raises for one per channel) or a partial
+        # last line: torch's path as well.
         return c % 16 != 0 and c < 64 and count >= k and count % k == 0
 
 
